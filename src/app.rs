@@ -1,0 +1,262 @@
+//! Wires the stages together, runs them, and drains them on shutdown.
+//!
+//! ```text
+//! sources ─mpsc<Vec<Line>>─▶ classify ─mpsc<Vec<Event>>─▶ counters ─mpsc<Alert>─▶ notify
+//! ```
+//! Shutdown is a channel cascade: only the sources watch the cancel token; every later stage
+//! ends when its input channel closes, after flushing (classify closes open records, counters
+//! evaluates once more, notify delivers what it holds). End of stdin ends the sources the
+//! same way, so a finished pipe drains exactly like SIGTERM.
+
+use std::future::Future;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::{Config, ReceiverKind, SourceConfig, SourceInput};
+use crate::counters::{self, CountersReport};
+use crate::event::{Event, Line};
+use crate::notify::{self, NotifyStats, StdoutReceiver};
+use crate::records::{Classifier, ClassifyStats};
+use crate::sources;
+
+/// How often the classify stage checks for idle records and closed fold windows.
+const CLASSIFY_TICK: Duration = Duration::from_millis(200);
+
+/// Options of `logwarden run` beyond the config file.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Paths or globs from the command line: file sources added to the config's.
+    pub paths: Vec<String>,
+    /// Where to write every event as a JSON line.
+    pub events: Option<Box<dyn Write + Send>>,
+    /// Where stdout receivers write (default: the process's stdout).
+    pub stdout: Option<Box<dyn Write + Send>>,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct RunReport {
+    /// Classification counters.
+    pub classify: ClassifyStats,
+    /// Event and alert counts.
+    pub counters: CountersReport,
+    /// Notifications.
+    pub notify: NotifyStats,
+}
+
+impl RunReport {
+    /// One line for stderr at exit: `read 1200 lines: 800 processed, 12 error, ...; 3 alerts`.
+    pub fn summary(&self) -> String {
+        let kinds: Vec<String> = self
+            .counters
+            .per_kind
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        let kinds = if kinds.is_empty() {
+            "no events".to_string()
+        } else {
+            kinds.join(", ")
+        };
+        let mut s = format!(
+            "read {} lines ({} unmatched): {kinds}; {} notifications ({} firing, {} resolved)",
+            self.classify.lines,
+            self.classify.unmatched,
+            self.notify.sent,
+            self.notify.firing,
+            self.notify.resolved
+        );
+        if self.classify.truncated > 0 {
+            s.push_str(&format!("; {} lines truncated", self.classify.truncated));
+        }
+        if self.classify.invalid_utf8 > 0 {
+            s.push_str(&format!("; {} lines not UTF-8", self.classify.invalid_utf8));
+        }
+        s
+    }
+}
+
+/// Runs the daemon until the sources end (stdin EOF) or `shutdown` completes, then drains
+/// within `config.shutdown_grace`.
+pub async fn run(
+    config: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RunReport> {
+    let clock = Clock::start();
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let cap = config.channel_capacity;
+    let (line_tx, line_rx) = mpsc::channel::<Vec<Line>>(cap);
+    let (event_tx, event_rx) = mpsc::channel::<Vec<Event>>(cap);
+    let (alert_tx, alert_rx) = mpsc::channel(cap.max(256));
+
+    let mut srcs: Vec<SourceConfig> = config.sources.clone();
+    srcs.extend(opts.paths.iter().map(|p| SourceConfig::files(p)));
+    if srcs.is_empty() {
+        srcs.push(SourceConfig::stdin());
+    }
+    let mut classifier = Classifier::new(
+        config.patterns.clone(),
+        config.records,
+        config.max_label_values,
+    );
+    for s in &srcs {
+        if !s.multiline {
+            classifier.single_line(s.name.clone());
+        }
+    }
+
+    let (stdin_srcs, file_srcs): (Vec<_>, Vec<_>) = srcs
+        .into_iter()
+        .partition(|s| s.input == SourceInput::Stdin);
+    let failed = CancellationToken::new();
+    for src in stdin_srcs {
+        let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
+        tasks.spawn(async move {
+            if let Err(e) = sources::stdin::run(tokio::io::stdin(), src, tx, cancel, clock).await {
+                tracing::error!(source = "stdin", error = %e, "cannot read stdin");
+                failed.cancel();
+            }
+        });
+    }
+    if !file_srcs.is_empty() {
+        let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
+        let (tailer, state_dir) = (config.tailer.clone(), config.state_dir.clone());
+        tasks.spawn(async move {
+            if let Err(e) =
+                sources::file::run(file_srcs, tailer, state_dir, tx, cancel, clock).await
+            {
+                tracing::error!(error = %e, "file sources failed");
+                failed.cancel();
+            }
+        });
+    }
+    drop(line_tx); // The sources hold the only senders: classify ends when the last one stops.
+
+    let classify = tokio::spawn(classify_stage(
+        classifier,
+        line_rx,
+        event_tx,
+        opts.events,
+        clock,
+    ));
+    let counters = tokio::spawn(counters::run(
+        config.rules.clone(),
+        config.max_series,
+        event_rx,
+        alert_tx,
+        clock,
+    ));
+    let receivers: Vec<StdoutReceiver> = {
+        let mut stdout = opts.stdout;
+        config
+            .receivers_or_default()
+            .iter()
+            .map(|r| match r.kind {
+                ReceiverKind::Stdout { .. } => {
+                    let out: Box<dyn Write + Send> =
+                        stdout.take().unwrap_or_else(|| Box::new(std::io::stdout()));
+                    StdoutReceiver::new(r, out)
+                }
+            })
+            .collect()
+    };
+    let notify = tokio::spawn(notify::run(receivers, alert_rx));
+    tasks.close();
+
+    let sources_done = tasks.wait();
+    tokio::pin!(sources_done);
+    tokio::select! {
+        () = &mut sources_done => tracing::debug!("all sources ended"),
+        () = shutdown => tracing::info!("shutdown requested, draining pipeline"),
+        () = failed.cancelled() => tracing::warn!("a source failed, draining pipeline"),
+    }
+    cancel.cancel();
+    let grace = config.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        sources_done.await;
+        let classify = classify.await.context("classify stage panicked")?;
+        let counters = counters.await.context("counters stage panicked")?;
+        let notify = notify.await.context("notify stage panicked")?;
+        anyhow::Ok(RunReport {
+            classify,
+            counters,
+            notify,
+        })
+    })
+    .await;
+    let report = match drained {
+        Ok(r) => r?,
+        Err(_) => anyhow::bail!("the pipeline did not drain within {grace:?}"),
+    };
+    if failed.is_cancelled() {
+        anyhow::bail!("a source failed (see the log above); {}", report.summary());
+    }
+    Ok(report)
+}
+
+/// The classify stage: lines → records/incidents → events, written to `--events` and sent on.
+pub async fn classify_stage(
+    mut classifier: Classifier,
+    mut rx: mpsc::Receiver<Vec<Line>>,
+    tx: mpsc::Sender<Vec<Event>>,
+    mut events_out: Option<Box<dyn Write + Send>>,
+    clock: Clock,
+) -> ClassifyStats {
+    let mut tick = tokio::time::interval(CLASSIFY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events_failed = false;
+    loop {
+        let mut out = Vec::new();
+        let open = tokio::select! {
+            batch = rx.recv() => match batch {
+                Some(lines) => {
+                    for l in &lines {
+                        classifier.push(l, &mut out);
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ = tick.tick() => {
+                classifier.tick(clock.now(), &mut out);
+                true
+            }
+        };
+        if !open {
+            classifier.finish(&mut out);
+        }
+        if !out.is_empty() {
+            if let Some(w) = events_out.as_mut() {
+                if let Err(e) = write_events(w, &out) {
+                    if !events_failed {
+                        tracing::warn!(error = %e, "cannot write --events output");
+                        events_failed = true;
+                    }
+                }
+            }
+            if tx.send(out).await.is_err() {
+                tracing::warn!("counters stage is gone");
+            }
+        }
+        if !open {
+            break;
+        }
+    }
+    classifier.stats.clone()
+}
+
+fn write_events(w: &mut Box<dyn Write + Send>, events: &[Event]) -> std::io::Result<()> {
+    for e in events {
+        serde_json::to_writer(&mut *w, e)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}

@@ -1,0 +1,768 @@
+//! Classification: pattern packs compiled into a [`PatternSet`] that turns one line into the
+//! index of the pattern that wins it.
+//!
+//! A pack is a TOML file of ordered `[[pattern]]`s (see `patterns/default.toml`). The first
+//! pattern (highest `priority`, then file order) that matches a line and is not vetoed by one
+//! of its `exclude` regexes wins; a line matches at most one kind. One overlapping set search
+//! over the line's bytes finds every candidate; only the winner runs its captures, and only
+//! when it has labels or a value to extract.
+//!
+//! Pure and synchronous: no I/O after load, no clock, no locks on the hot path (the regex
+//! engines keep their scratch space in thread-local pools; [`Scratch`] holds the rest).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::bytes::{CaptureLocations, Regex, RegexBuilder};
+use regex_automata::meta;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind, PatternSet as MatchedSet};
+use serde::Deserialize;
+
+use crate::event::Labels;
+
+/// The shipped default pack, embedded in the binary.
+pub const DEFAULT_PACK: &str = include_str!("../patterns/default.toml");
+/// The name under which the embedded default pack is referred to in `packs = [...]`.
+pub const DEFAULT_PACK_NAME: &str = "default";
+
+/// Largest compiled program one pattern may produce (bytes). A hostile or accidental
+/// `(a{1000}){1000}` fails at load with a clear error instead of eating memory.
+pub const REGEX_SIZE_LIMIT: usize = 4 << 20;
+
+/// Built-in kinds, most severe first.
+pub const BUILTIN_KINDS: [&str; 5] = ["oom", "crash", "error", "downloaded", "processed"];
+
+/// Severity rank of a kind when several lines of one incident disagree: oom > crash > error >
+/// user kinds > downloaded = processed. Higher wins.
+pub fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "oom" => 5,
+        "crash" => 4,
+        "error" => 3,
+        "downloaded" | "processed" => 1,
+        _ => 2,
+    }
+}
+
+/// A pattern as written in a pack file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPattern {
+    /// Unique name within the loaded set, e.g. `celery-task-succeeded`.
+    pub name: String,
+    /// Kind of event the pattern produces.
+    pub kind: String,
+    /// Rust regex, matched against the line's bytes.
+    pub regex: String,
+    /// Higher runs first; equal priorities keep file order. Default: 0.
+    #[serde(default)]
+    pub priority: i32,
+    /// Named captures to keep as labels.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Named capture parsed as a number (e.g. a duration in seconds).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Hard negatives: if any matches the line, this pattern does not (the next one may).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Names of patterns whose events, arriving from the same source within `fold_window`
+    /// after this pattern's event, are folded into it (one incident, one event).
+    #[serde(default)]
+    pub folds: Vec<String>,
+    /// How long after this pattern's event follow-ups are folded. Default: 2s.
+    #[serde(default, with = "crate::config::opt_duration")]
+    pub fold_window: Option<Duration>,
+    /// Free text for people reading the pack.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The `[pack]` table of a pack file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PackMeta {
+    /// Pack name, for listings.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the pack recognises.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A whole pack file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPack {
+    /// Metadata.
+    #[serde(default)]
+    pub pack: PackMeta,
+    /// Patterns in file order.
+    #[serde(default, rename = "pattern")]
+    pub patterns: Vec<RawPattern>,
+}
+
+/// Patterns plus the file they came from, ready to be compiled.
+#[derive(Debug, Clone)]
+pub struct PackSource {
+    /// Path or `default (embedded)`, used in every error message.
+    pub file: String,
+    /// Parsed patterns in file order.
+    pub patterns: Vec<RawPattern>,
+}
+
+/// Why a pack could not be loaded. Every variant names the file; pattern errors name the
+/// pattern and quote the bad value.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    /// The pack file could not be read.
+    #[error("cannot read pattern pack {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The pack file is not valid TOML or has unknown keys.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// toml's message (with line and column).
+        message: String,
+    },
+    /// A pattern's field is invalid.
+    #[error("{file}: pattern {name:?}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The pattern's name.
+        name: String,
+        /// The field, e.g. `regex` or `exclude[1]`.
+        field: String,
+        /// What is wrong, quoting the value.
+        message: String,
+    },
+}
+
+/// Parses a pack file's text.
+pub fn parse_pack(file: &str, text: &str) -> Result<PackSource, PatternError> {
+    let raw: RawPack = toml::from_str(text).map_err(|e| PatternError::Parse {
+        file: file.to_string(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    Ok(PackSource {
+        file: file.to_string(),
+        patterns: raw.patterns,
+    })
+}
+
+/// Loads a pack by name (`default`) or path.
+pub fn load_pack(spec: &str, base: Option<&Path>) -> Result<PackSource, PatternError> {
+    if spec == DEFAULT_PACK_NAME {
+        return parse_pack("patterns/default.toml (embedded)", DEFAULT_PACK);
+    }
+    let path = match base {
+        Some(dir) if Path::new(spec).is_relative() => dir.join(spec),
+        _ => Path::new(spec).to_path_buf(),
+    };
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|source| PatternError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse_pack(&file, &text)
+}
+
+/// One compiled pattern.
+#[derive(Debug)]
+pub struct Pattern {
+    /// Unique name.
+    pub name: Arc<str>,
+    /// Kind it produces.
+    pub kind: Arc<str>,
+    /// File it came from.
+    pub file: Arc<str>,
+    regex: Regex,
+    excludes: Option<meta::Regex>,
+    /// (label name, capture group index).
+    labels: Vec<(Arc<str>, usize)>,
+    value: Option<usize>,
+    /// Indexes (into the set) of the patterns this one folds.
+    pub folds: Vec<usize>,
+    /// Fold window. Default 2s.
+    pub fold_window: Duration,
+    /// Whether the pattern needs captures at all.
+    needs_captures: bool,
+}
+
+impl Pattern {
+    /// The regex source.
+    pub fn regex(&self) -> &str {
+        self.regex.as_str()
+    }
+}
+
+/// Default fold window.
+pub const DEFAULT_FOLD_WINDOW: Duration = Duration::from_secs(2);
+
+/// Compiled, ordered patterns. Cheap to share (`Arc<PatternSet>`), `Send + Sync`.
+#[derive(Debug)]
+pub struct PatternSet {
+    patterns: Vec<Pattern>,
+    /// Overlapping search of every pattern over one line (`MatchKind::All`).
+    set: meta::Regex,
+    /// Leftmost-first search of every pattern over a whole buffer in multi-line mode; `None`
+    /// when some pattern uses `\A`/`\z`, whose meaning changes across a buffer.
+    scan: Option<meta::Regex>,
+    kinds: Vec<Arc<str>>,
+}
+
+/// Per-thread scratch space for [`PatternSet::classify`], so classification allocates nothing.
+#[derive(Debug)]
+pub struct Scratch {
+    matched: MatchedSet,
+    locs: HashMap<usize, CaptureLocations>,
+}
+
+/// What the winning pattern extracted from a line.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Extracted {
+    /// Captured labels (values lossy UTF-8, at most [`MAX_LABEL_VALUE`] bytes).
+    pub labels: Labels,
+    /// The numeric value, if the pattern has one and it parsed.
+    pub value: Option<f64>,
+}
+
+/// Longest kept label value, in bytes; longer values are cut.
+pub const MAX_LABEL_VALUE: usize = 128;
+
+impl PatternSet {
+    /// Compiles packs in order: earlier packs' patterns come first at equal priority.
+    /// `disable` names patterns to leave out. Errors name the file and the pattern.
+    pub fn compile(packs: &[PackSource], disable: &[String]) -> Result<PatternSet, PatternError> {
+        let mut raws: Vec<(&str, &RawPattern)> = Vec::new();
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for pack in packs {
+            for p in &pack.patterns {
+                if disable.iter().any(|d| d == &p.name) {
+                    continue;
+                }
+                if let Some(first) = seen.insert(&p.name, &pack.file) {
+                    return Err(invalid(
+                        &pack.file,
+                        &p.name,
+                        "name",
+                        format!("duplicate pattern name {:?} (also in {first})", p.name),
+                    ));
+                }
+                raws.push((&pack.file, p));
+            }
+        }
+        // Stable: equal priorities keep pack and file order.
+        raws.sort_by_key(|(_, p)| std::cmp::Reverse(p.priority));
+
+        let index: HashMap<&str, usize> = raws
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| (p.name.as_str(), i))
+            .collect();
+        let mut kinds: Vec<Arc<str>> = BUILTIN_KINDS.iter().map(|k| Arc::from(*k)).collect();
+        let mut patterns = Vec::with_capacity(raws.len());
+        let mut uses_text_anchors = false;
+        for (file, raw) in &raws {
+            let pattern = compile_one(file, raw, &index)?;
+            uses_text_anchors |= has_text_anchor(&raw.regex);
+            if !kinds.iter().any(|k| *k == pattern.kind) {
+                kinds.push(pattern.kind.clone());
+            }
+            patterns.push(pattern);
+        }
+        let sources: Vec<&str> = raws.iter().map(|(_, p)| p.regex.as_str()).collect();
+        let set = build_many(&sources, MatchKind::All, false)
+            .map_err(|e| set_error(&raws, e.to_string()))?;
+        let scan = if uses_text_anchors || sources.is_empty() {
+            None
+        } else {
+            Some(
+                build_many(&sources, MatchKind::LeftmostFirst, true)
+                    .map_err(|e| set_error(&raws, e.to_string()))?,
+            )
+        };
+        Ok(PatternSet {
+            patterns,
+            set,
+            scan,
+            kinds,
+        })
+    }
+
+    /// The default pack alone.
+    pub fn default_pack() -> Result<PatternSet, PatternError> {
+        PatternSet::compile(&[load_pack(DEFAULT_PACK_NAME, None)?], &[])
+    }
+
+    /// Patterns in priority order.
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    /// Every kind a pattern can produce: the built-ins first, then user kinds.
+    pub fn kinds(&self) -> &[Arc<str>] {
+        &self.kinds
+    }
+
+    /// Index of a pattern by name.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.patterns.iter().position(|p| &*p.name == name)
+    }
+
+    /// Fresh scratch space for [`classify`](Self::classify).
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            matched: MatchedSet::new(self.set.pattern_len()),
+            locs: HashMap::new(),
+        }
+    }
+
+    /// The index of the pattern that wins `line`, or `None` (the line is `other`).
+    pub fn classify(&self, line: &[u8], scratch: &mut Scratch) -> Option<usize> {
+        scratch.matched.clear();
+        self.set
+            .which_overlapping_matches(&Input::new(line), &mut scratch.matched);
+        scratch.matched.iter().map(|pid| pid.as_usize()).find(|&i| {
+            self.patterns[i]
+                .excludes
+                .as_ref()
+                .is_none_or(|ex| !ex.is_match(line))
+        })
+    }
+
+    /// Runs the winner's captures (only when it has labels or a value).
+    pub fn extract(&self, index: usize, line: &[u8], scratch: &mut Scratch) -> Extracted {
+        let p = &self.patterns[index];
+        let mut out = Extracted::default();
+        if !p.needs_captures {
+            return out;
+        }
+        let locs = scratch
+            .locs
+            .entry(index)
+            .or_insert_with(|| p.regex.capture_locations());
+        if p.regex.captures_read(locs, line).is_none() {
+            return out;
+        }
+        for (name, group) in &p.labels {
+            if let Some((s, e)) = locs.get(*group) {
+                let v = &line[s..e.min(s + MAX_LABEL_VALUE)];
+                out.labels
+                    .insert(name.clone(), Arc::from(String::from_utf8_lossy(v).as_ref()));
+            }
+        }
+        if let Some(group) = p.value {
+            out.value = locs
+                .get(group)
+                .and_then(|(s, e)| std::str::from_utf8(&line[s..e]).ok())
+                .and_then(|s| s.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite());
+        }
+        out
+    }
+
+    /// Counts the winning pattern of every line in `buf` (complete lines, `\n`-terminated,
+    /// the last one possibly not), adding to `hits` (one slot per pattern) and returning the
+    /// number of lines. Lines longer than `max_line` are classified by their head, like the
+    /// daemon's sources do. Uses a whole-buffer scan so lines that match no pattern cost
+    /// almost nothing; the result is identical to calling [`classify`](Self::classify) per line.
+    pub fn count_buffer(
+        &self,
+        buf: &[u8],
+        max_line: usize,
+        hits: &mut [u64],
+        scratch: &mut Scratch,
+        mut on_line: impl FnMut(&[u8], Option<usize>),
+    ) -> u64 {
+        let lines = memchr::memchr_iter(b'\n', buf).count() as u64
+            + u64::from(!buf.is_empty() && buf.last() != Some(&b'\n'));
+        let mut classify_line = |start: usize, hits: &mut [u64]| -> usize {
+            let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
+            let mut line = &buf[start..end];
+            line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > max_line {
+                line = &line[..max_line];
+            }
+            let won = self.classify(line, scratch);
+            if let Some(i) = won {
+                hits[i] += 1;
+            }
+            on_line(line, won);
+            end + 1
+        };
+        match &self.scan {
+            Some(scan) => {
+                let mut at = 0;
+                while at < buf.len() {
+                    let Some(m) = scan.search(&Input::new(buf).range(at..)) else {
+                        break;
+                    };
+                    // A match can run across a newline (`[^"]+`), so restart the search at
+                    // the start of the next line, never at the match's end: a line with a
+                    // match of its own is then always found (leftmost start is in it).
+                    let start = memchr::memrchr(b'\n', &buf[..m.start()]).map_or(0, |i| i + 1);
+                    at = classify_line(start, hits);
+                }
+            }
+            None => {
+                let mut at = 0;
+                while at < buf.len() {
+                    at = classify_line(at, hits);
+                }
+            }
+        }
+        lines
+    }
+}
+
+fn build_many(
+    pats: &[&str],
+    kind: MatchKind,
+    multi_line: bool,
+) -> Result<meta::Regex, meta::BuildError> {
+    let mut b = meta::Builder::new();
+    b.configure(
+        meta::Config::new()
+            .match_kind(kind)
+            .utf8_empty(false)
+            .nfa_size_limit(Some(REGEX_SIZE_LIMIT.saturating_mul(pats.len().max(1))))
+            // The set search needs no positions; the scan needs the match start (group 0).
+            .which_captures(if multi_line {
+                regex_automata::nfa::thompson::WhichCaptures::Implicit
+            } else {
+                regex_automata::nfa::thompson::WhichCaptures::None
+            }),
+    )
+    .syntax(
+        syntax::Config::new()
+            .utf8(false)
+            .multi_line(multi_line)
+            .crlf(multi_line),
+    );
+    b.build_many(pats)
+}
+
+fn set_error(raws: &[(&str, &RawPattern)], message: String) -> PatternError {
+    let files: Vec<&str> = raws.iter().map(|(f, _)| *f).collect();
+    PatternError::Invalid {
+        file: files.first().copied().unwrap_or("").to_string(),
+        name: "(all patterns)".into(),
+        field: "regex".into(),
+        message: format!("the combined pattern set does not compile: {message}"),
+    }
+}
+
+fn invalid(file: &str, name: &str, field: &str, message: String) -> PatternError {
+    PatternError::Invalid {
+        file: file.to_string(),
+        name: name.to_string(),
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// True when the pattern uses `\A` or `\z`: parsed in multi-line mode, plain `^`/`$` mean
+/// line boundaries (which the buffer scan preserves) and only the absolute anchors remain.
+/// Such patterns disable the whole-buffer prefilter.
+fn has_text_anchor(pattern: &str) -> bool {
+    use regex_syntax::hir::Look;
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .multi_line(true)
+        .build()
+        .parse(pattern)
+    else {
+        return true;
+    };
+    let looks = hir.properties().look_set();
+    looks.contains(Look::Start) || looks.contains(Look::End)
+}
+
+fn compile_regex(file: &str, name: &str, field: &str, src: &str) -> Result<Regex, PatternError> {
+    RegexBuilder::new(src)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            let msg = match e {
+                regex::Error::CompiledTooBig(limit) => format!(
+                    "regex {src:?} compiles to more than the {limit}-byte limit; simplify it"
+                ),
+                other => format!("invalid regex {src:?}: {other}"),
+            };
+            invalid(file, name, field, msg)
+        })
+}
+
+fn compile_one(
+    file: &str,
+    raw: &RawPattern,
+    index: &HashMap<&str, usize>,
+) -> Result<Pattern, PatternError> {
+    let name = raw.name.as_str();
+    if name.is_empty() {
+        return Err(invalid(file, name, "name", "must not be empty".into()));
+    }
+    if !valid_kind(&raw.kind) {
+        return Err(invalid(
+            file,
+            name,
+            "kind",
+            format!(
+                "{:?} is not a valid kind (letters, digits, '_' and '-', starting with a letter)",
+                raw.kind
+            ),
+        ));
+    }
+    let regex = compile_regex(file, name, "regex", &raw.regex)?;
+    let mut excludes = Vec::with_capacity(raw.exclude.len());
+    for (i, ex) in raw.exclude.iter().enumerate() {
+        compile_regex(file, name, &format!("exclude[{i}]"), ex)?;
+        excludes.push(ex.as_str());
+    }
+    let excludes = if excludes.is_empty() {
+        None
+    } else {
+        Some(
+            build_many(&excludes, MatchKind::LeftmostFirst, false)
+                .map_err(|e| invalid(file, name, "exclude", e.to_string()))?,
+        )
+    };
+    let group = |field: &str, cap: &str| -> Result<usize, PatternError> {
+        regex
+            .capture_names()
+            .position(|n| n == Some(cap))
+            .ok_or_else(|| {
+                invalid(
+                    file,
+                    name,
+                    field,
+                    format!("no named capture {cap:?} in regex {:?}", raw.regex),
+                )
+            })
+    };
+    let mut labels = Vec::new();
+    for l in &raw.labels {
+        labels.push((Arc::from(l.as_str()), group("labels", l)?));
+    }
+    let value = match &raw.value {
+        Some(v) => Some(group("value", v)?),
+        None => None,
+    };
+    let mut folds = Vec::new();
+    for f in &raw.folds {
+        match index.get(f.as_str()) {
+            Some(&i) => folds.push(i),
+            None => {
+                return Err(invalid(
+                    file,
+                    name,
+                    "folds",
+                    format!("unknown pattern {f:?}"),
+                ))
+            }
+        }
+    }
+    Ok(Pattern {
+        name: Arc::from(name),
+        kind: Arc::from(raw.kind.as_str()),
+        file: Arc::from(file),
+        needs_captures: !labels.is_empty() || value.is_some(),
+        regex,
+        excludes,
+        labels,
+        value,
+        folds,
+        fold_window: raw.fold_window.unwrap_or(DEFAULT_FOLD_WINDOW),
+    })
+}
+
+/// Kinds are identifiers: they become metric label values and config references.
+pub fn valid_kind(kind: &str) -> bool {
+    let mut chars = kind.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && kind != "other"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(text: &str) -> PatternSet {
+        PatternSet::compile(&[parse_pack("test.toml", text).unwrap()], &[]).unwrap()
+    }
+
+    fn err(text: &str) -> String {
+        match parse_pack("test.toml", text).and_then(|p| PatternSet::compile(&[p], &[])) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn winner(set: &PatternSet, line: &str) -> Option<String> {
+        let mut s = set.scratch();
+        set.classify(line.as_bytes(), &mut s)
+            .map(|i| set.patterns()[i].name.to_string())
+    }
+
+    const TWO: &str = r#"
+        [[pattern]]
+        name = "err"
+        kind = "error"
+        regex = '(?i)\berrors?\b'
+        exclude = ['\b0 errors\b', 'error_rate=0\.0+\b']
+        [[pattern]]
+        name = "done"
+        kind = "processed"
+        regex = 'processed (?P<n>[0-9]+) items in (?P<secs>[0-9.]+)s'
+        labels = ["n"]
+        value = "secs"
+    "#;
+
+    #[test]
+    fn first_match_wins_and_excludes_fall_through() {
+        let s = pack(TWO);
+        assert_eq!(winner(&s, "ERROR: boom").as_deref(), Some("err"));
+        assert_eq!(
+            winner(&s, "processed 3 items in 1.5s, 1 error").as_deref(),
+            Some("err")
+        );
+        assert_eq!(
+            winner(&s, "processed 3 items in 1.5s, 0 errors").as_deref(),
+            Some("done")
+        );
+        assert_eq!(winner(&s, "error_rate=0.00 ok"), None);
+        assert_eq!(winner(&s, "all good"), None);
+        assert_eq!(winner(&s, ""), None);
+    }
+
+    #[test]
+    fn priority_reorders_before_file_order() {
+        let s = pack(
+            r#"
+            [[pattern]]
+            name = "a"
+            kind = "error"
+            regex = 'x'
+            [[pattern]]
+            name = "b"
+            kind = "crash"
+            regex = 'x'
+            priority = 10
+        "#,
+        );
+        assert_eq!(winner(&s, "x").as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn captures_only_for_winner_labels_and_value() {
+        let s = pack(TWO);
+        let mut sc = s.scratch();
+        let line = b"processed 12 items in 0.25s";
+        let i = s.classify(line, &mut sc).unwrap();
+        let x = s.extract(i, line, &mut sc);
+        assert_eq!(x.labels.get("n"), Some("12"));
+        assert_eq!(x.value, Some(0.25));
+    }
+
+    #[test]
+    fn invalid_utf8_and_nul_bytes_classify() {
+        let s = pack(TWO);
+        let mut sc = s.scratch();
+        assert!(s.classify(b"\xff\xfe ERROR \x00 here", &mut sc).is_some());
+        assert!(s.classify(b"\xff\xfe\x00", &mut sc).is_none());
+    }
+
+    #[test]
+    fn lookaround_and_backrefs_are_rejected_with_name_and_file() {
+        let e = err("[[pattern]]\nname = \"la\"\nkind = \"error\"\nregex = 'foo(?=bar)'\n");
+        assert!(
+            e.contains("test.toml") && e.contains("\"la\"") && e.contains("look-around"),
+            "{e}"
+        );
+        let e = err("[[pattern]]\nname = \"br\"\nkind = \"error\"\nregex = '(a) \\1'\n");
+        assert!(e.contains("\"br\"") && e.contains("backreferences"), "{e}");
+    }
+
+    #[test]
+    fn exploding_regex_hits_size_limit() {
+        let e = err("[[pattern]]\nname = \"big\"\nkind = \"error\"\nregex = '(\\w{100}){100}'\n");
+        assert!(e.contains("\"big\"") && e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_and_bad_capture_reference_are_errors() {
+        let e = err("[[pattern]]\nname = \"x\"\nkind = \"error\"\nregex = 'a'\nlabesl = []\n");
+        assert!(e.contains("test.toml") && e.contains("labesl"), "{e}");
+        let e = err("[[pattern]]\nname = \"x\"\nkind = \"error\"\nregex = 'a'\nlabels = [\"w\"]\n");
+        assert!(e.contains("no named capture \"w\""), "{e}");
+        let e = err("[[pattern]]\nname = \"x\"\nkind = \"other\"\nregex = 'a'\n");
+        assert!(e.contains("not a valid kind"), "{e}");
+    }
+
+    #[test]
+    fn user_kinds_are_listed_after_builtins() {
+        let s = pack("[[pattern]]\nname = \"rl\"\nkind = \"rate_limited\"\nregex = '429'\n");
+        assert_eq!(s.kinds().last().map(|k| k.as_ref()), Some("rate_limited"));
+    }
+
+    #[test]
+    fn buffer_scan_agrees_with_per_line_classification() {
+        let s = pack(
+            r#"
+            [[pattern]]
+            name = "quoted"
+            kind = "error"
+            regex = 'msg="[^"]+" level=error'
+            [[pattern]]
+            name = "anchored"
+            kind = "crash"
+            regex = '^panic: |boom$'
+            [[pattern]]
+            name = "ok"
+            kind = "processed"
+            regex = 'done'
+            exclude = ['not done']
+        "#,
+        );
+        let text = "msg=\"a\nmsg=\"b\" level=error\npanic: x\r\nthe boom\r\nnot done\ndone\n\nx panic: y\nboom\n";
+        let mut sc = s.scratch();
+        let mut hits = vec![0; s.patterns().len()];
+        let mut got = Vec::new();
+        let n = s.count_buffer(text.as_bytes(), 1 << 16, &mut hits, &mut sc, |l, w| {
+            if w.is_some() {
+                got.push((String::from_utf8_lossy(l).into_owned(), w))
+            }
+        });
+        let mut want = Vec::new();
+        for line in text.lines() {
+            if let Some(w) = s.classify(line.as_bytes(), &mut sc) {
+                want.push((line.to_string(), Some(w)));
+            }
+        }
+        assert_eq!(n, 9);
+        assert_eq!(got, want);
+        assert_eq!(hits, vec![1, 3, 1]);
+    }
+
+    #[test]
+    fn default_pack_compiles() {
+        let s = PatternSet::default_pack().unwrap();
+        assert!(s.patterns().len() >= 5);
+        assert!(
+            s.scan.is_some(),
+            "the default pack should not disable the buffer scan"
+        );
+    }
+}

@@ -1,0 +1,826 @@
+//! Configuration: TOML parsed into `Raw*` serde structs (every one `deny_unknown_fields`, so
+//! a typo is an error), then validated into [`Config`], which holds compiled patterns,
+//! `Duration`s and resolved rule references. Nothing after [`Config::load`] re-checks or
+//! `unwrap`s a config value.
+//!
+//! Errors name the file, the line and column (from toml) or the field path
+//! (`rule[2] "error-rate".window`), and quote the bad value.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::classify::{self, PackSource, PatternError, PatternSet, RawPattern};
+use crate::event::Labels;
+use crate::rules::{self, RuleSpec};
+use crate::sources::DEFAULT_MAX_LINE_BYTES;
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type; toml's message carries the
+    /// line, column and a snippet.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// toml's message.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Field path, e.g. `rule[0] "error-rate".window`.
+        field: String,
+        /// What is wrong, quoting the value.
+        message: String,
+    },
+    /// A pattern pack or inline pattern failed.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+}
+
+/// serde helpers for durations written like `"30s"`, `"5m"`, `"1h 30m"`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Parses a humantime duration, quoting the value on error.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("invalid duration {s:?} ({e}); write e.g. \"30s\", \"5m\", \"1h\"")
+        })
+    }
+
+    /// `#[serde(with = "duration")]` deserializer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// serde helpers for optional durations.
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// `#[serde(default, with = "opt_duration")]` deserializer.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::duration::parse(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (serde) form
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    patterns: RawPatterns,
+    #[serde(default, rename = "pattern")]
+    inline_patterns: Vec<RawPattern>,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+    #[serde(default)]
+    tailer: RawTailer,
+    #[serde(default, rename = "rule")]
+    rules: Vec<rules::RawRule>,
+    /// `false` drops the built-in default rules even when no `[[rule]]` is given.
+    default_rules: Option<bool>,
+    #[serde(default, rename = "receiver")]
+    receivers: Vec<RawReceiver>,
+    #[serde(default)]
+    records: RawRecords,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    replay: RawReplay,
+    #[serde(default, with = "opt_duration")]
+    shutdown_grace: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPatterns {
+    packs: Option<Vec<String>>,
+    #[serde(default)]
+    disable: Vec<String>,
+    max_label_values: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Option<String>,
+    path: Option<String>,
+    #[serde(default)]
+    stdin: bool,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    start_at: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    rotate_wait: Option<Duration>,
+    multiline: Option<bool>,
+    max_line_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTailer {
+    #[serde(default, with = "opt_duration")]
+    poll_interval: Option<Duration>,
+    max_open_files: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    checkpoint_interval: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    catch_up_window: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReceiver {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    format: Option<String>,
+    #[serde(default)]
+    severities: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRecords {
+    max_lines: Option<usize>,
+    #[serde(default, with = "opt_duration")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_line_bytes: Option<usize>,
+    max_series: Option<usize>,
+    channel_capacity: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReplay {
+    rate: Option<f64>,
+    timestamp_regex: Option<String>,
+    year: Option<i32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated form
+
+/// Where a file source starts reading a file that has no checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only lines written after start-up (default: alerting, no history replay).
+    End,
+    /// The whole file.
+    Beginning,
+}
+
+/// What a source reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceInput {
+    /// Standard input.
+    Stdin,
+    /// Files matching a glob.
+    Files {
+        /// The glob, e.g. `/var/log/app/*.log`.
+        glob: String,
+    },
+}
+
+/// One validated `[[source]]`.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Name used in events and metrics. Default: `stdin`, or the glob.
+    pub name: Arc<str>,
+    /// What it reads.
+    pub input: SourceInput,
+    /// Static labels; values may use `{stem}`, `{name}` and `{dir}` of a file's path.
+    pub labels: Vec<(String, String)>,
+    /// Where files without a checkpoint start. Default: end.
+    pub start_at: StartAt,
+    /// How long a rotated-away file keeps being drained. Default: 5s.
+    pub rotate_wait: Duration,
+    /// Join multi-line records (tracebacks) into one event. Default: true.
+    pub multiline: bool,
+    /// Line cap in bytes. Default: 65536.
+    pub max_line_bytes: usize,
+}
+
+impl SourceConfig {
+    /// The stdin source with defaults.
+    pub fn stdin() -> SourceConfig {
+        SourceConfig {
+            name: Arc::from("stdin"),
+            input: SourceInput::Stdin,
+            labels: Vec::new(),
+            start_at: StartAt::Beginning,
+            rotate_wait: Duration::from_secs(5),
+            multiline: true,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+
+    /// A file source for a path or glob given on the command line.
+    pub fn files(glob: &str) -> SourceConfig {
+        SourceConfig {
+            name: Arc::from(glob),
+            input: SourceInput::Files {
+                glob: glob.to_string(),
+            },
+            start_at: StartAt::End,
+            ..SourceConfig::stdin()
+        }
+    }
+
+    /// Static labels with no path placeholders expanded (stdin).
+    pub fn static_labels(&self) -> Labels {
+        Labels::from_pairs(self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+/// Settings shared by every file source.
+#[derive(Debug, Clone)]
+pub struct TailerConfig {
+    /// Poll tick: globs are re-expanded and files re-checked this often even without inotify
+    /// events. Default: 1s.
+    pub poll_interval: Duration,
+    /// Cap on files held open at once. Default: 1024.
+    pub max_open_files: usize,
+    /// How often checkpoints are written. Default: 5s.
+    pub checkpoint_interval: Duration,
+    /// Lines older than this, read while catching up, are counted but their alerts are
+    /// summarised. Default: 5m.
+    pub catch_up_window: Duration,
+}
+
+impl Default for TailerConfig {
+    fn default() -> Self {
+        TailerConfig {
+            poll_interval: Duration::from_secs(1),
+            max_open_files: 1024,
+            checkpoint_interval: Duration::from_secs(5),
+            catch_up_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Output format of the stdout receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One readable line per notification.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A validated `[[receiver]]`.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Name, for logs and routing.
+    pub name: String,
+    /// What it is.
+    pub kind: ReceiverKind,
+    /// Severities it gets; empty = all.
+    pub severities: Vec<rules::Severity>,
+}
+
+/// Receiver types. Slack, email and webhook arrive with the notification issue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiverKind {
+    /// Standard output.
+    Stdout {
+        /// Text or JSON.
+        format: Format,
+    },
+}
+
+/// Multi-line record joining.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordConfig {
+    /// Most physical lines in one record; a longer one is cut into several. Default: 200.
+    pub max_lines: usize,
+    /// A record with no new line for this long is complete. Default: 1s.
+    pub timeout: Duration,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            max_lines: 200,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `replay` settings.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// Lines per second of simulated time for lines without a timestamp. Default: 10.
+    pub rate: f64,
+    /// A regex with named groups `year`, `month` (number or name), `day`, `hour`, `minute`,
+    /// `second`, optional `frac` and `tz` (`Z`, `+hh:mm`), or `epoch` (seconds), that finds a
+    /// line's timestamp. Default: common formats (ISO 8601, Python logging, syslog, epoch JSON).
+    pub timestamp_regex: Option<regex::bytes::Regex>,
+    /// Year assumed for syslog timestamps, which have none. Default: the current year.
+    pub year: Option<i32>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (`None` for the embedded defaults).
+    pub file: Option<PathBuf>,
+    /// Directory for checkpoints and alert state. Default: none (nothing persisted).
+    pub state_dir: Option<PathBuf>,
+    /// Compiled patterns.
+    pub patterns: Arc<PatternSet>,
+    /// Distinct values kept per captured label; later ones become `__other__`. Default: 100.
+    pub max_label_values: usize,
+    /// Sources; empty means stdin.
+    pub sources: Vec<SourceConfig>,
+    /// File-tailer settings.
+    pub tailer: TailerConfig,
+    /// Rules.
+    pub rules: Vec<RuleSpec>,
+    /// Receivers; empty means one text stdout receiver.
+    pub receivers: Vec<ReceiverConfig>,
+    /// Record joining.
+    pub records: RecordConfig,
+    /// Line cap in bytes for sources that do not set their own. Default: 65536.
+    pub max_line_bytes: usize,
+    /// Cap on (rule, label set) series; events past it count in one overflow series.
+    /// Default: 10000.
+    pub max_series: usize,
+    /// Capacity of each channel between stages, in batches. Default: 64.
+    pub channel_capacity: usize,
+    /// Replay settings.
+    pub replay: ReplayConfig,
+    /// How long a drain may take on SIGTERM or end of input. Default: 10s.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// The embedded defaults: default pack, default rules, stdin, stdout receiver.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::from_str_named("(embedded defaults)", "", None)
+    }
+
+    /// Reads and validates a config file. Relative pack paths resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::from_str_named(&path.display().to_string(), &text, path.parent())?;
+        cfg.file = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// Validates config text; `file` names it in errors, `base` resolves relative pack paths.
+    pub fn from_str_named(
+        file: &str,
+        text: &str,
+        base: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let inv = |field: String, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            field,
+            message,
+        };
+
+        // Patterns: inline ones first (a user's patterns beat the packs at equal priority).
+        let mut packs: Vec<PackSource> = Vec::new();
+        if !raw.inline_patterns.is_empty() {
+            packs.push(PackSource {
+                file: file.to_string(),
+                patterns: raw.inline_patterns,
+            });
+        }
+        let pack_specs = raw
+            .patterns
+            .packs
+            .unwrap_or_else(|| vec![classify::DEFAULT_PACK_NAME.to_string()]);
+        for spec in &pack_specs {
+            packs.push(classify::load_pack(spec, base)?);
+        }
+        let patterns = PatternSet::compile(&packs, &raw.patterns.disable)?;
+        for (i, d) in raw.patterns.disable.iter().enumerate() {
+            if !packs.iter().flat_map(|p| &p.patterns).any(|p| &p.name == d) {
+                return Err(inv(
+                    format!("patterns.disable[{i}]"),
+                    format!("no pattern named {d:?}"),
+                ));
+            }
+        }
+        let max_label_values = positive(
+            raw.patterns.max_label_values.unwrap_or(100),
+            "patterns.max_label_values",
+            &inv,
+        )?;
+
+        let max_line_bytes = positive(
+            raw.limits.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES),
+            "limits.max_line_bytes",
+            &inv,
+        )?;
+        let mut sources = Vec::new();
+        for (i, s) in raw.sources.into_iter().enumerate() {
+            sources.push(validate_source(i, s, max_line_bytes, &inv)?);
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in sources.iter().enumerate() {
+            if !names.insert(s.name.clone()) {
+                return Err(inv(
+                    format!("source[{i}].name"),
+                    format!("duplicate source name {:?}", s.name),
+                ));
+            }
+        }
+        if sources
+            .iter()
+            .filter(|s| s.input == SourceInput::Stdin)
+            .count()
+            > 1
+        {
+            return Err(inv(
+                "source".into(),
+                "only one source may read stdin".into(),
+            ));
+        }
+
+        let t = TailerConfig::default();
+        let tailer = TailerConfig {
+            poll_interval: nonzero_dur(
+                raw.tailer.poll_interval.unwrap_or(t.poll_interval),
+                "tailer.poll_interval",
+                &inv,
+            )?,
+            max_open_files: positive(
+                raw.tailer.max_open_files.unwrap_or(t.max_open_files),
+                "tailer.max_open_files",
+                &inv,
+            )?,
+            checkpoint_interval: nonzero_dur(
+                raw.tailer
+                    .checkpoint_interval
+                    .unwrap_or(t.checkpoint_interval),
+                "tailer.checkpoint_interval",
+                &inv,
+            )?,
+            catch_up_window: raw.tailer.catch_up_window.unwrap_or(t.catch_up_window),
+        };
+
+        let source_names: Vec<Arc<str>> = sources.iter().map(|s| s.name.clone()).collect();
+        let rules = if raw.rules.is_empty() && raw.default_rules != Some(false) {
+            rules::default_rules()
+        } else {
+            let mut out = Vec::new();
+            for (i, r) in raw.rules.into_iter().enumerate() {
+                out.push(
+                    rules::validate(i, r, &patterns, &source_names)
+                        .map_err(|(field, message)| inv(field, message))?,
+                );
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (i, r) in out.iter().enumerate() {
+                if !seen.insert(r.name.clone()) {
+                    return Err(inv(
+                        format!("rule[{i}].name"),
+                        format!("duplicate rule name {:?}", r.name),
+                    ));
+                }
+            }
+            out
+        };
+
+        let mut receivers = Vec::new();
+        for (i, r) in raw.receivers.into_iter().enumerate() {
+            let at = format!("receiver[{i}] {:?}", r.name);
+            let kind = match r.kind.as_str() {
+                "stdout" => ReceiverKind::Stdout {
+                    format: match r.format.as_deref() {
+                        None | Some("text") => Format::Text,
+                        Some("json") => Format::Json,
+                        Some(other) => {
+                            return Err(inv(
+                                format!("{at}.format"),
+                                format!("unknown format {other:?} (expected \"text\" or \"json\")"),
+                            ))
+                        }
+                    },
+                },
+                other => {
+                    return Err(inv(
+                        format!("{at}.type"),
+                        format!("unknown receiver type {other:?} (expected \"stdout\")"),
+                    ))
+                }
+            };
+            let mut severities = Vec::new();
+            for (j, s) in r.severities.iter().enumerate() {
+                severities.push(
+                    rules::Severity::parse(s).ok_or_else(|| {
+                        inv(format!("{at}.severities[{j}]"), rules::severity_msg(s))
+                    })?,
+                );
+            }
+            receivers.push(ReceiverConfig {
+                name: r.name,
+                kind,
+                severities,
+            });
+        }
+
+        let rd = RecordConfig::default();
+        let records = RecordConfig {
+            max_lines: positive(
+                raw.records.max_lines.unwrap_or(rd.max_lines),
+                "records.max_lines",
+                &inv,
+            )?,
+            timeout: raw.records.timeout.unwrap_or(rd.timeout),
+        };
+
+        let rate = raw.replay.rate.unwrap_or(10.0);
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(inv(
+                "replay.rate".into(),
+                format!("must be > 0, got {rate}"),
+            ));
+        }
+        let timestamp_regex = match raw.replay.timestamp_regex {
+            None => None,
+            Some(src) => Some(
+                regex::bytes::RegexBuilder::new(&src)
+                    .size_limit(classify::REGEX_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| {
+                        inv(
+                            "replay.timestamp_regex".into(),
+                            format!("invalid regex {src:?}: {e}"),
+                        )
+                    })?,
+            ),
+        };
+
+        Ok(Config {
+            file: None,
+            state_dir: raw.state_dir,
+            patterns: Arc::new(patterns),
+            max_label_values,
+            sources,
+            tailer,
+            rules,
+            receivers,
+            records,
+            max_line_bytes,
+            max_series: positive(
+                raw.limits.max_series.unwrap_or(10_000),
+                "limits.max_series",
+                &inv,
+            )?,
+            channel_capacity: positive(
+                raw.limits.channel_capacity.unwrap_or(64),
+                "limits.channel_capacity",
+                &inv,
+            )?,
+            replay: ReplayConfig {
+                rate,
+                timestamp_regex,
+                year: raw.replay.year,
+            },
+            shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+        })
+    }
+
+    /// Receivers, or the default text stdout receiver when none is configured.
+    pub fn receivers_or_default(&self) -> Vec<ReceiverConfig> {
+        if self.receivers.is_empty() {
+            vec![ReceiverConfig {
+                name: "stdout".into(),
+                kind: ReceiverKind::Stdout {
+                    format: Format::Text,
+                },
+                severities: Vec::new(),
+            }]
+        } else {
+            self.receivers.clone()
+        }
+    }
+}
+
+fn positive(
+    v: usize,
+    field: &str,
+    inv: &impl Fn(String, String) -> ConfigError,
+) -> Result<usize, ConfigError> {
+    if v == 0 {
+        Err(inv(field.to_string(), "must be at least 1, got 0".into()))
+    } else {
+        Ok(v)
+    }
+}
+
+fn nonzero_dur(
+    v: Duration,
+    field: &str,
+    inv: &impl Fn(String, String) -> ConfigError,
+) -> Result<Duration, ConfigError> {
+    if v.is_zero() {
+        Err(inv(field.to_string(), "must be longer than 0s".into()))
+    } else {
+        Ok(v)
+    }
+}
+
+fn validate_source(
+    i: usize,
+    s: RawSource,
+    default_max_line: usize,
+    inv: &impl Fn(String, String) -> ConfigError,
+) -> Result<SourceConfig, ConfigError> {
+    let at = match &s.name {
+        Some(n) => format!("source[{i}] {n:?}"),
+        None => format!("source[{i}]"),
+    };
+    let input = match (s.stdin, s.path) {
+        (true, None) => SourceInput::Stdin,
+        (false, Some(p)) if !p.trim().is_empty() => SourceInput::Files { glob: p },
+        (true, Some(p)) => {
+            return Err(inv(
+                format!("{at}.path"),
+                format!("set either stdin = true or path, not both (path = {p:?})"),
+            ))
+        }
+        (false, _) => {
+            return Err(inv(
+                at,
+                "needs path = \"<file or glob>\" or stdin = true".into(),
+            ))
+        }
+    };
+    let start_at = match s.start_at.as_deref() {
+        None => match input {
+            SourceInput::Stdin => StartAt::Beginning,
+            SourceInput::Files { .. } => StartAt::End,
+        },
+        Some("end") => StartAt::End,
+        Some("beginning") => StartAt::Beginning,
+        Some(other) => {
+            return Err(inv(
+                format!("{at}.start_at"),
+                format!("unknown value {other:?} (expected \"end\" or \"beginning\")"),
+            ))
+        }
+    };
+    for (k, _) in &s.labels {
+        if !valid_label_name(k) {
+            return Err(inv(
+                format!("{at}.labels"),
+                format!(
+                    "invalid label name {k:?} (letters, digits and '_', not starting with a digit)"
+                ),
+            ));
+        }
+    }
+    let name: Arc<str> = match (&s.name, &input) {
+        (Some(n), _) => Arc::from(n.as_str()),
+        (None, SourceInput::Stdin) => Arc::from("stdin"),
+        (None, SourceInput::Files { glob }) => Arc::from(glob.as_str()),
+    };
+    Ok(SourceConfig {
+        name,
+        input,
+        labels: s.labels.into_iter().collect(),
+        start_at,
+        rotate_wait: s.rotate_wait.unwrap_or(Duration::from_secs(5)),
+        multiline: s.multiline.unwrap_or(true),
+        max_line_bytes: positive(
+            s.max_line_bytes.unwrap_or(default_max_line),
+            &format!("source[{i}].max_line_bytes"),
+            inv,
+        )?,
+    })
+}
+
+/// Label names follow Prometheus: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_str_named("t.toml", text, None)
+            .map(|_| ())
+            .expect_err("expected an error")
+            .to_string()
+    }
+
+    #[test]
+    fn empty_config_equals_embedded_defaults() {
+        let c = Config::from_str_named("t.toml", "", None).unwrap();
+        let d = Config::embedded().unwrap();
+        assert_eq!(c.rules, d.rules);
+        assert_eq!(c.rules, rules::default_rules());
+        assert_eq!(c.patterns.patterns().len(), d.patterns.patterns().len());
+        assert_eq!(c.max_line_bytes, 65_536);
+        assert!(c.sources.is_empty());
+        assert_eq!(c.receivers_or_default().len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err("[limits]\nmax_line_bytez = 3\n");
+        assert!(e.starts_with("t.toml: "), "{e}");
+        assert!(e.contains("line 2") && e.contains("max_line_bytez"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_quotes_value_with_line() {
+        let e = err("[records]\ntimeout = \"5 parsecs\"\n");
+        assert!(e.contains("line 2") && e.contains("\"5 parsecs\""), "{e}");
+    }
+
+    #[test]
+    fn bad_source_fields() {
+        let e = err("[[source]]\nname = \"w\"\n");
+        assert!(e.contains("source[0] \"w\"") && e.contains("path"), "{e}");
+        let e = err("[[source]]\npath = \"/x\"\nstart_at = \"middle\"\n");
+        assert!(
+            e.contains("source[0].start_at") && e.contains("\"middle\""),
+            "{e}"
+        );
+        let e = err("[[source]]\nstdin = true\n[[source]]\nstdin = true\nname = \"b\"\n");
+        assert!(e.contains("only one source may read stdin"), "{e}");
+    }
+
+    #[test]
+    fn zero_limits_rejected() {
+        let e = err("[limits]\nmax_series = 0\n");
+        assert!(
+            e.contains("limits.max_series") && e.contains("got 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn disable_unknown_pattern_is_an_error() {
+        let e = err("[patterns]\ndisable = [\"nope\"]\n");
+        assert!(
+            e.contains("patterns.disable[0]") && e.contains("\"nope\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inline_pattern_errors_name_the_config_file() {
+        let e = err("[[pattern]]\nname = \"p\"\nkind = \"error\"\nregex = '(?<=x)y'\n");
+        assert!(
+            e.contains("t.toml") && e.contains("\"p\"") && e.contains("look-around"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_pack_file_names_it() {
+        let e = err("[patterns]\npacks = [\"/nonexistent/pack.toml\"]\n");
+        assert!(e.contains("/nonexistent/pack.toml"), "{e}");
+    }
+}

@@ -1,0 +1,295 @@
+//! The types that cross channels between pipeline stages: [`Line`] (sources → classify),
+//! [`Event`] (classify → counters) and the time type [`Ts`] every pure stage takes as `now`.
+//!
+//! Nothing here does I/O or reads a clock.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// A point in time in milliseconds since the Unix epoch.
+///
+/// The daemon derives it from a monotonic clock anchored at the wall time of start-up (so an
+/// NTP step cannot move windows backwards); `replay` derives it from timestamps in the log.
+/// Pure logic (windows, rules, record folding) takes it as an argument and never reads a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Ts(pub u64);
+
+impl Serialize for Ts {
+    /// As RFC 3339 text: people read event and alert files.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+impl Ts {
+    /// Builds a time from whole seconds since the epoch.
+    pub const fn from_secs(secs: u64) -> Ts {
+        Ts(secs * 1000)
+    }
+
+    /// Whole seconds since the epoch (floor).
+    pub const fn secs(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// `self + d`, saturating.
+    pub fn add(self, d: std::time::Duration) -> Ts {
+        Ts(self.0.saturating_add(d.as_millis() as u64))
+    }
+
+    /// `self - earlier`, or zero when `earlier` is later.
+    pub fn since(self, earlier: Ts) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+
+    /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-23T10:00:00.000Z`.
+    pub fn rfc3339(self) -> String {
+        let secs = (self.0 / 1000) as i64;
+        let ms = self.0 % 1000;
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+}
+
+impl fmt::Display for Ts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.rfc3339())
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day). Howard Hinnant's `civil_from_days`.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01. Howard Hinnant's `days_from_civil`.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// One physical log line as read by a source: bytes, never a `String`.
+///
+/// The terminating `\n` (and a `\r` before it) is stripped; a line longer than the configured
+/// cap keeps its head and has `truncated` set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Name of the source the line came from (`stdin`, or the `[[source]]` name).
+    pub source: Arc<str>,
+    /// Static labels of the source (`labels = { worker = "w1" }`), shared by all its lines.
+    pub labels: Labels,
+    /// The line's bytes without the line terminator.
+    pub bytes: Vec<u8>,
+    /// True when the line was longer than the line cap and only its head is kept.
+    pub truncated: bool,
+    /// When the line was read (daemon) or when it says it was written (replay).
+    pub at: Ts,
+}
+
+/// Labels: a small sorted list of `(name, value)` pairs. Sorted so that equal label sets
+/// compare and hash equal whatever order they were built in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
+
+impl Labels {
+    /// No labels.
+    pub const fn new() -> Labels {
+        Labels(Vec::new())
+    }
+
+    /// Builds labels from pairs; a later pair with the same name replaces an earlier one.
+    pub fn from_pairs<K: Into<Arc<str>>, V: Into<Arc<str>>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Labels {
+        let mut l = Labels::new();
+        for (k, v) in pairs {
+            l.insert(k.into(), v.into());
+        }
+        l
+    }
+
+    /// Sets `name` to `value`, keeping the list sorted.
+    pub fn insert(&mut self, name: Arc<str>, value: Arc<str>) {
+        match self.0.binary_search_by(|(k, _)| k.as_ref().cmp(&name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_ref().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_ref())
+    }
+
+    /// Iterates `(name, value)` in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
+    /// True when there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The subset of these labels whose names are in `names` (missing names are left out).
+    pub fn project(&self, names: &[Arc<str>]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|(k, _)| names.iter().any(|n| n == k))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Adds every label of `other` that is not already set here.
+    pub fn merge_missing(&mut self, other: &Labels) {
+        for (k, v) in &other.0 {
+            if self.get(k).is_none() {
+                self.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+impl fmt::Display for Labels {
+    /// `{worker="w1",queue="q"}`, or the empty string for no labels.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        f.write_str("{")?;
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{k}={v:?}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k.as_ref(), v.as_ref())?;
+        }
+        m.end()
+    }
+}
+
+/// A classified incident: one line, or one multi-line record (a traceback), or a record with
+/// its follow-ups folded in (a Celery `exited with signal 9` plus its `WorkerLostError`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// When the incident's first line was read (or written, in replay).
+    pub ts: Ts,
+    /// Source name.
+    pub source: Arc<str>,
+    /// Kind: `downloaded`, `processed`, `error`, `crash`, `oom` or a user kind.
+    pub kind: Arc<str>,
+    /// Name of the pattern that decided the kind.
+    pub pattern: Arc<str>,
+    /// Source labels plus labels captured by the winning pattern.
+    pub labels: Labels,
+    /// The numeric value captured by the winning pattern (e.g. a duration in seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Human-readable message: the line, or for a record its final exception line.
+    pub message: String,
+    /// Normalised signature of an error (exception class, or message with numbers and ids
+    /// masked), for "top errors" grouping.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The raw line for single-line events (lossy UTF-8); `None` for records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// Physical lines in the incident (1 for a plain line).
+    pub lines: u32,
+    /// How many follow-up events were folded into this one.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub folded: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Lossy UTF-8 text of a line for display, with control characters (other than tab)
+/// replaced so a log line cannot drive a terminal.
+pub fn display_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-800_000, -1, 0, 1, 59, 60, 365, 10_957, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(days_from_civil(2026, 11, 23), 20_780);
+    }
+
+    #[test]
+    fn rfc3339_formats_millis() {
+        assert_eq!(Ts(1_795_428_000_123).rfc3339(), "2026-11-23T10:00:00.123Z");
+        assert_eq!(Ts(0).rfc3339(), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn labels_sorted_and_deduplicated() {
+        let a = Labels::from_pairs([("b", "2"), ("a", "1"), ("b", "3")]);
+        let b = Labels::from_pairs([("a", "1"), ("b", "3")]);
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), r#"{a="1",b="3"}"#);
+        assert_eq!(a.get("b"), Some("3"));
+        assert_eq!(a.project(&["b".into()]).to_string(), r#"{b="3"}"#);
+    }
+
+    #[test]
+    fn display_text_is_lossy_and_defanged() {
+        assert_eq!(display_text(b"ok\xffx\x1b[31m"), "ok\u{fffd}x\u{fffd}[31m");
+        assert_eq!(display_text(b"a\tb"), "a\tb");
+    }
+}

@@ -1,0 +1,535 @@
+//! The `logwarden` command line: parse flags, set up logging, load the config, dispatch.
+//! Exit codes: 0 done, 1 runtime failure, 2 bad config or usage.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use logwarden::classify::{self, PatternSet};
+use logwarden::config::{Config, ConfigError};
+use logwarden::{app, notify, replay};
+
+/// Watches job workers through their logs and tells people when something is wrong.
+///
+/// With no arguments, reads a log on stdin with the built-in pattern pack and rules and
+/// prints alerts on stdout:   some-worker 2>&1 | logwarden
+#[derive(Parser)]
+#[command(
+    name = "logwarden",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Log format of logwarden's own diagnostics on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch sources (stdin by default) and send alerts (the default command).
+    Run(RunArgs),
+    /// Validate a config file (and its pattern packs) and exit: 0 when valid, 2 otherwise.
+    Check {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Classify lines and print kinds, events or counts (fail2ban-regex's job).
+    Classify(ClassifyArgs),
+    /// Run log files through the rules on a simulated clock and print what would have fired.
+    Replay(ReplayArgs),
+    /// List the loaded patterns and kinds.
+    Patterns {
+        /// A config whose packs and inline patterns to list (default: the built-in pack).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Default)]
+struct RunArgs {
+    /// Config file (default: built-in pattern pack and rules, stdin, stdout receiver).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Write every classified event as a JSON line to FILE, or '-' for stdout.
+    #[arg(long, value_name = "FILE")]
+    events: Option<String>,
+    /// Files or globs to tail, in addition to the config's sources.
+    #[arg(value_name = "PATH")]
+    paths: Vec<String>,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    /// Use this config's packs, inline patterns and limits.
+    #[arg(long, short, conflicts_with = "patterns")]
+    config: Option<PathBuf>,
+    /// Pattern pack files to use instead of the built-in pack ('default' names it).
+    #[arg(long, num_args = 1.., value_name = "PACK")]
+    patterns: Vec<String>,
+    /// Classify each physical line alone (no record joining or folding), as the labeled
+    /// corpus and the benchmark count.
+    #[arg(long)]
+    lines: bool,
+    /// tsv: `kind<TAB>line` per line (per event without --lines); json: one object per line or
+    /// event; counts: one JSON object of counts per kind, then per-pattern hits and a sample
+    /// of unmatched lines.
+    #[arg(long, value_enum, default_value_t = ClassifyFormat::Tsv)]
+    format: ClassifyFormat,
+    /// Files to read (stdin if none).
+    #[arg(value_name = "FILE")]
+    files: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClassifyFormat {
+    Tsv,
+    Json,
+    Counts,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Config file (default: built-in pack and rules).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print notifications as JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also write every event as a JSON line to FILE ('-' for stdout).
+    #[arg(long, value_name = "FILE")]
+    events: Option<String>,
+    /// Log files to replay ('-' for stdin), merged by their timestamps.
+    #[arg(value_name = "FILE", required = true)]
+    files: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        None => cmd_run(cli.run),
+        Some(Command::Run(args)) => cmd_run(args),
+        Some(Command::Check { config }) => cmd_check(&config),
+        Some(Command::Classify(args)) => cmd_classify(args),
+        Some(Command::Replay(args)) => cmd_replay(args),
+        Some(Command::Patterns { config }) => cmd_patterns(config.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                // `logwarden classify big.log | head`: the reader left; that is not a failure.
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("logwarden: {err:#}");
+            if err.downcast_ref::<ConfigError>().is_some()
+                || err.downcast_ref::<classify::PatternError>().is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
+fn load(config: Option<&Path>) -> Result<Config, ConfigError> {
+    match config {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
+    }
+}
+
+fn open_output(path: &str) -> anyhow::Result<Box<dyn Write + Send>> {
+    if path == "-" {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    let f = std::fs::File::create(path).with_context(|| format!("cannot create {path}"))?;
+    Ok(Box::new(std::io::BufWriter::new(f)))
+}
+
+fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
+    let config = load(args.config.as_deref())?;
+    let events = args.events.as_deref().map(open_output).transpose()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = rt.block_on(app::run(
+        config,
+        app::RunOptions {
+            paths: args.paths,
+            events,
+            stdout: None,
+        },
+        shutdown_signal(),
+    ))?;
+    eprintln!("logwarden: {}", report.summary());
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C), logging which.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "received signal, starting shutdown");
+}
+
+fn cmd_check(path: &Path) -> anyhow::Result<()> {
+    let c = Config::load(path)?;
+    let sources = if c.sources.is_empty() {
+        "stdin".to_string()
+    } else {
+        c.sources.len().to_string()
+    };
+    println!(
+        "{}: ok ({} patterns, {} kinds, {} rules, sources: {sources}, {} receivers)",
+        path.display(),
+        c.patterns.patterns().len(),
+        c.patterns.kinds().len(),
+        c.rules.len(),
+        c.receivers_or_default().len()
+    );
+    Ok(())
+}
+
+fn cmd_patterns(config: Option<&Path>) -> anyhow::Result<()> {
+    let c = load(config)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "kinds: {}",
+        c.patterns
+            .kinds()
+            .iter()
+            .map(|k| k.as_ref())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    for p in c.patterns.patterns() {
+        writeln!(out, "{}\t{}\t{}", p.kind, p.name, p.file)?;
+    }
+    Ok(())
+}
+
+fn classify_patterns(args: &ClassifyArgs) -> anyhow::Result<(Arc<PatternSet>, Config)> {
+    let config = load(args.config.as_deref())?;
+    if args.patterns.is_empty() {
+        return Ok((config.patterns.clone(), config));
+    }
+    let packs = args
+        .patterns
+        .iter()
+        .map(|p| classify::load_pack(p, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((Arc::new(PatternSet::compile(&packs, &[])?), config))
+}
+
+fn cmd_classify(args: ClassifyArgs) -> anyhow::Result<()> {
+    let (set, config) = classify_patterns(&args)?;
+    let stdin = ["-".to_string()];
+    let inputs = replay::open_inputs(if args.files.is_empty() {
+        &stdin
+    } else {
+        &args.files
+    })?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    if args.lines {
+        classify_lines(&set, config.max_line_bytes, inputs, args.format, &mut out)?;
+    } else {
+        classify_events(set, &config, inputs, args.format, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Counts (and optionally prints) per physical line, with the whole-buffer prefilter.
+fn classify_lines(
+    set: &PatternSet,
+    max_line: usize,
+    inputs: Vec<(String, Box<dyn Read>)>,
+    format: ClassifyFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut scratch = set.scratch();
+    let mut hits = vec![0u64; set.patterns().len()];
+    let mut total = 0u64;
+    let mut sample: Vec<String> = Vec::new();
+    const CHUNK: usize = 4 << 20;
+    for (name, mut input) in inputs {
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
+        let mut eof = false;
+        while !eof {
+            // Fill to CHUNK, then process up to the last newline and carry the rest.
+            let start = buf.len();
+            buf.resize(CHUNK.max(start + 4096), 0);
+            let n = read_full(&mut input, &mut buf[start..])
+                .with_context(|| format!("reading {name}"))?;
+            buf.truncate(start + n);
+            eof = n == 0;
+            let end = if eof {
+                buf.len()
+            } else {
+                match memchr::memrchr(b'\n', &buf) {
+                    Some(i) => i + 1,
+                    None if buf.len() >= max_line.saturating_mul(2).max(CHUNK) => buf.len(),
+                    None => continue, // a very long line: read more before splitting
+                }
+            };
+            let chunk = &buf[..end];
+            if format == ClassifyFormat::Counts {
+                if sample.len() < 10 {
+                    collect_unmatched(set, chunk, max_line, &mut scratch, &mut sample);
+                }
+                total += set.count_buffer(chunk, max_line, &mut hits, &mut scratch, |_, _| {});
+            } else {
+                let mut res: std::io::Result<()> = Ok(());
+                let mut splitter = logwarden::sources::LineSplitter::new(max_line);
+                let mut per_line = |l: logwarden::sources::SplitLine<'_>| {
+                    if res.is_err() {
+                        return;
+                    }
+                    total += 1;
+                    let won = set.classify(l.bytes, &mut scratch);
+                    if let Some(i) = won {
+                        hits[i] += 1;
+                    }
+                    let kind = won.map_or("other", |i| &set.patterns()[i].kind);
+                    res = if format == ClassifyFormat::Tsv {
+                        out.write_all(kind.as_bytes())
+                            .and_then(|()| out.write_all(b"\t"))
+                            .and_then(|()| out.write_all(l.bytes))
+                            .and_then(|()| out.write_all(b"\n"))
+                    } else {
+                        let pattern = won.map(|i| set.patterns()[i].name.as_ref());
+                        let v = serde_json::json!({
+                            "kind": kind,
+                            "pattern": pattern,
+                            "line": String::from_utf8_lossy(l.bytes),
+                        });
+                        writeln!(out, "{v}")
+                    };
+                };
+                splitter.push(chunk, &mut per_line);
+                splitter.finish(&mut per_line);
+                res?;
+            }
+            buf.drain(..end);
+        }
+    }
+    if format == ClassifyFormat::Counts {
+        write_counts(out, set, &hits, total, &sample)?;
+    }
+    Ok(())
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn collect_unmatched(
+    set: &PatternSet,
+    chunk: &[u8],
+    max_line: usize,
+    scratch: &mut classify::Scratch,
+    sample: &mut Vec<String>,
+) {
+    for line in chunk.split(|&b| b == b'\n').take(10_000) {
+        if sample.len() >= 10 {
+            break;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = &line[..line.len().min(max_line)];
+        if !line.is_empty() && set.classify(line, scratch).is_none() {
+            sample.push(logwarden::event::display_text(line));
+        }
+    }
+}
+
+fn write_counts(
+    out: &mut impl Write,
+    set: &PatternSet,
+    hits: &[u64],
+    total: u64,
+    sample: &[String],
+) -> std::io::Result<()> {
+    let mut kinds = serde_json::Map::new();
+    for k in set.kinds() {
+        kinds.insert(k.to_string(), 0.into());
+    }
+    let mut matched = 0;
+    let mut per_pattern = serde_json::Map::new();
+    for (p, &n) in set.patterns().iter().zip(hits) {
+        matched += n;
+        per_pattern.insert(p.name.to_string(), n.into());
+        if let Some(v) = kinds.get_mut(p.kind.as_ref()) {
+            *v = (v.as_u64().unwrap_or(0) + n).into();
+        }
+    }
+    kinds.insert("other".into(), (total - matched).into());
+    writeln!(out, "{}", serde_json::Value::Object(kinds))?;
+    writeln!(out, "{}", serde_json::json!({ "patterns": per_pattern }))?;
+    writeln!(out, "{}", serde_json::json!({ "unmatched_sample": sample }))
+}
+
+/// Classifies with record joining and folding, on a clock taken from line timestamps.
+fn classify_events(
+    set: Arc<PatternSet>,
+    config: &Config,
+    inputs: Vec<(String, Box<dyn Read>)>,
+    format: ClassifyFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut cfg = config.clone();
+    cfg.patterns = set.clone();
+    cfg.rules.clear();
+    let mut err: std::io::Result<()> = Ok(());
+    let report = replay::replay(&cfg, inputs, |ev| {
+        if err.is_err() || format == ClassifyFormat::Counts {
+            return;
+        }
+        err = match format {
+            ClassifyFormat::Tsv => writeln!(out, "{}\t{}", ev.kind, ev.message),
+            _ => serde_json::to_writer(&mut *out, ev)
+                .map_err(std::io::Error::other)
+                .and_then(|()| out.write_all(b"\n")),
+        };
+    })?;
+    err?;
+    if format == ClassifyFormat::Counts {
+        let mut kinds = serde_json::Map::new();
+        for k in set.kinds() {
+            kinds.insert(
+                k.to_string(),
+                report.per_kind.get(k.as_ref()).copied().unwrap_or(0).into(),
+            );
+        }
+        kinds.insert("other".into(), report.stats.unmatched.into());
+        writeln!(out, "{}", serde_json::Value::Object(kinds))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "patterns": report.per_pattern, "folded": report.stats.folded })
+        )?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "unmatched_sample": report.unmatched_sample })
+        )?;
+    }
+    Ok(())
+}
+
+fn cmd_replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let config = load(args.config.as_deref())?;
+    let inputs = replay::open_inputs(&args.files)?;
+    let mut events_out = args.events.as_deref().map(open_output).transpose()?;
+    let mut events_err: std::io::Result<()> = Ok(());
+    let report = replay::replay(&config, inputs, |ev| {
+        if let (Some(w), Ok(())) = (events_out.as_mut(), &events_err) {
+            events_err = serde_json::to_writer(&mut *w, ev)
+                .map_err(std::io::Error::other)
+                .and_then(|()| w.write_all(b"\n"));
+        }
+    })?;
+    events_err?;
+    if let Some(w) = events_out.as_mut() {
+        w.flush()?;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for a in &report.alerts {
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(a)?)?;
+        } else {
+            writeln!(out, "{}", notify::format_text(a))?;
+        }
+    }
+    let span = match (report.first, report.last) {
+        (Some(a), Some(b)) => format!("{a} .. {b}"),
+        _ => "no lines".into(),
+    };
+    eprintln!(
+        "replayed {} lines ({span}; {} without a timestamp): {} events, {} unmatched, {} notifications",
+        report.stats.lines,
+        report.untimed_lines,
+        report.per_kind.values().sum::<u64>(),
+        report.stats.unmatched,
+        report.alerts.len()
+    );
+    for (p, n) in &report.per_pattern {
+        eprintln!("  {n:>8}  {p}");
+    }
+    if !report.unmatched_sample.is_empty() {
+        eprintln!("unmatched sample:");
+        for l in &report.unmatched_sample {
+            eprintln!("  {}", logwarden::rules::truncate_chars(l, 160));
+        }
+    }
+    Ok(())
+}

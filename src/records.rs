@@ -1,0 +1,867 @@
+//! Records and incidents: the stateful half of classification, per source.
+//!
+//! 1. **Records.** A Python traceback, a Java stack trace, a Go panic dump and a Rust panic are
+//!    joined into one record before they become an event. Each line is still classified by
+//!    the [`PatternSet`]; the record's kind is the most severe kind among its lines
+//!    (oom > crash > error > …) and its message is the line that says what happened (Python:
+//!    the final exception line; Java: the deepest `Caused by:`; Go and Rust: the header).
+//!    A record ends at the first line that cannot continue it, at `max_lines`, or when no
+//!    line arrived for `timeout` (the daemon's tick calls [`Classifier::tick`]).
+//! 2. **Incidents.** A pattern may list `folds`: events of those patterns that follow it from
+//!    the same source within its `fold_window` are folded into its event, so one SIGKILLed
+//!    Celery child (an `exited with signal 9` record plus a `WorkerLostError` traceback)
+//!    counts once. An event that can fold others is held until its window closes.
+//!
+//! Pure: time comes from each [`Line`]'s `at` and from the `now` given to `tick`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use regex::bytes::Regex;
+
+use crate::classify::{kind_rank, PatternSet, Scratch};
+use crate::config::RecordConfig;
+use crate::event::{display_text, Event, Labels, Line, Ts};
+
+/// Label value that replaces new values once a label has `max_label_values` distinct ones.
+pub const OTHER_LABEL_VALUE: &str = "__other__";
+
+/// Counters of what the classifier saw, for `/metrics` and summaries.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClassifyStats {
+    /// Physical lines classified.
+    pub lines: u64,
+    /// Lines that matched no pattern (outside records).
+    pub unmatched: u64,
+    /// Lines cut at the line cap.
+    pub truncated: u64,
+    /// Lines that were not valid UTF-8 (classified as bytes, shown lossily).
+    pub invalid_utf8: u64,
+    /// Events emitted (after folding).
+    pub events: u64,
+    /// Events folded into an earlier one.
+    pub folded: u64,
+    /// Label values replaced by `__other__` because of the cardinality cap.
+    pub label_overflow: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Python { after_exception: bool },
+    Java,
+    Go,
+    Rust { take_next: bool },
+}
+
+/// Recognises record starts and continuations. Built once.
+#[derive(Debug)]
+struct Grammar {
+    python_start: Regex,
+    java_start: Regex,
+    java_cont: Regex,
+    go_start: Regex,
+    go_cont: Regex,
+    rust_start: Regex,
+    rust_cont: Regex,
+    py_chain: Regex,
+}
+
+impl Grammar {
+    fn new() -> Grammar {
+        let re = |s: &str| Regex::new(s).expect("built-in record grammar regex");
+        Grammar {
+            python_start: re(r"Traceback \(most recent call last\):\s*$"),
+            java_start: re(
+                r"(?:^|\s|Exception in thread .*? )((?:[a-zA-Z_$][a-zA-Z0-9_$]*\.)+[A-Z][a-zA-Z0-9_$]*(?:Exception|Error|Throwable))(?::\s.*)?$",
+            ),
+            java_cont: re(
+                r"^(?:\s+at\s|\s*\.\.\. [0-9]+ (?:more|common frames omitted)|Caused by: |\s+Suppressed: |\s+Caused by: )",
+            ),
+            go_start: re(r"(?:^|\s)(?:panic: |fatal error: )"),
+            go_cont: re(
+                r"^(?:$|\s|goroutine [0-9]+ \[|\[signal |created by |exit status [0-9]+|runtime stack:|\[recovered\]|[a-zA-Z0-9_./*()\[\]{}-]+\(.*\)$|panic: .*\[recovered\])",
+            ),
+            rust_start: re(r"thread '[^']*' panicked at "),
+            rust_cont: re(r"^(?:note: |stack backtrace:|\s+[0-9]+: |\s+at )"),
+            py_chain: re(
+                r"^(?:During handling of the above exception|The above exception was the direct cause|Traceback \(most recent call last\):)",
+            ),
+        }
+    }
+
+    /// A record kind starting at `line`, and the prefix before its marker.
+    fn start(&self, line: &[u8]) -> Option<(Mode, usize)> {
+        if let Some(m) = self.python_start.find(line) {
+            return Some((
+                Mode::Python {
+                    after_exception: false,
+                },
+                m.start(),
+            ));
+        }
+        if let Some(m) = self.rust_start.find(line) {
+            let take_next = line.ends_with(b":");
+            return Some((Mode::Rust { take_next }, m.start()));
+        }
+        if let Some(m) = self.go_start.find(line) {
+            let s = m.start() + usize::from(line[m.start()].is_ascii_whitespace());
+            return Some((Mode::Go, s));
+        }
+        if let Some(c) = self.java_start.captures(line) {
+            let s = c.get(1).map_or(0, |g| g.start());
+            // "Exception in thread" headers keep their text in the record, not the prefix.
+            let s = find_sub(&line[..s], b"Exception in thread ").unwrap_or(s);
+            return Some((Mode::Java, s));
+        }
+        None
+    }
+}
+
+fn find_sub(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Removes a prefix of the same shape as `prefix` (digits may differ): the docker-compose
+/// `svc_1  | ` or journald `Nov 23 10:00:01 host app[42]: ` that precedes every line of a
+/// record. Returns the line unchanged when the prefix does not fit.
+fn strip_prefix_shape<'a>(line: &'a [u8], prefix: &[u8]) -> &'a [u8] {
+    if prefix.is_empty() || line.len() < prefix.len() {
+        return line;
+    }
+    let fits = prefix
+        .iter()
+        .zip(line)
+        .all(|(p, l)| p == l || (p.is_ascii_digit() && l.is_ascii_digit()));
+    if fits {
+        &line[prefix.len()..]
+    } else {
+        line
+    }
+}
+
+/// One classified physical line inside a record.
+#[derive(Debug)]
+struct RecLine {
+    text: String,
+    winner: Option<usize>,
+    extracted_labels: Labels,
+    value: Option<f64>,
+}
+
+#[derive(Debug)]
+struct OpenRecord {
+    mode: Mode,
+    prefix: Vec<u8>,
+    started: Ts,
+    last_at: Ts,
+    /// Source labels of the first line.
+    labels: Labels,
+    lines: Vec<RecLine>,
+    /// Index into `lines` of the line that becomes the message.
+    message: usize,
+}
+
+#[derive(Debug)]
+struct Held {
+    event: Event,
+    pattern: usize,
+    until: Ts,
+}
+
+#[derive(Debug, Default)]
+struct SourceState {
+    open: Option<OpenRecord>,
+    held: Vec<Held>,
+}
+
+/// The classify stage's state: patterns, per-source records and fold windows, label caps.
+pub struct Classifier {
+    patterns: Arc<PatternSet>,
+    scratch: Scratch,
+    grammar: Grammar,
+    records: RecordConfig,
+    max_label_values: usize,
+    label_values: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    sources: HashMap<Arc<str>, SourceState>,
+    /// Sources whose lines are not joined into records (`multiline = false`).
+    single_line_sources: HashSet<Arc<str>>,
+    /// What was seen so far.
+    pub stats: ClassifyStats,
+}
+
+impl Classifier {
+    /// A classifier over `patterns`.
+    pub fn new(
+        patterns: Arc<PatternSet>,
+        records: RecordConfig,
+        max_label_values: usize,
+    ) -> Classifier {
+        Classifier {
+            scratch: patterns.scratch(),
+            patterns,
+            grammar: Grammar::new(),
+            records,
+            max_label_values,
+            label_values: HashMap::new(),
+            sources: HashMap::new(),
+            single_line_sources: HashSet::new(),
+            stats: ClassifyStats::default(),
+        }
+    }
+
+    /// Turns record joining off for `source`.
+    pub fn single_line(&mut self, source: Arc<str>) {
+        self.single_line_sources.insert(source);
+    }
+
+    /// The pattern set.
+    pub fn patterns(&self) -> &Arc<PatternSet> {
+        &self.patterns
+    }
+
+    /// Classifies one line; completed events are pushed to `out` (possibly none now, and
+    /// several later, when a record or fold window closes).
+    pub fn push(&mut self, line: &Line, out: &mut Vec<Event>) {
+        self.stats.lines += 1;
+        self.stats.truncated += u64::from(line.truncated);
+        if std::str::from_utf8(&line.bytes).is_err() {
+            self.stats.invalid_utf8 += 1;
+        }
+        let mut state = self.sources.remove(&line.source).unwrap_or_default();
+        self.release_held(&mut state, line.at, out);
+        let multiline = !self.single_line_sources.contains(&line.source);
+
+        if let Some(mut rec) = state.open.take() {
+            match self.continue_record(&mut rec, line) {
+                Continue::Taken => {
+                    rec.last_at = line.at;
+                    if rec.lines.len() >= self.records.max_lines {
+                        self.close_record(&mut state, rec, &line.source, out);
+                    } else {
+                        state.open = Some(rec);
+                    }
+                    self.sources.insert(line.source.clone(), state);
+                    return;
+                }
+                Continue::Ended => {
+                    self.close_record(&mut state, rec, &line.source, out);
+                }
+            }
+        }
+
+        if multiline {
+            if let Some((mode, prefix_len)) = self.grammar.start(&line.bytes) {
+                let first = self.rec_line(&line.bytes);
+                state.open = Some(OpenRecord {
+                    mode,
+                    prefix: line.bytes[..prefix_len].to_vec(),
+                    started: line.at,
+                    last_at: line.at,
+                    labels: line.labels.clone(),
+                    lines: vec![first],
+                    message: 0,
+                });
+                self.sources.insert(line.source.clone(), state);
+                return;
+            }
+        }
+
+        match self.patterns.classify(&line.bytes, &mut self.scratch) {
+            None => self.stats.unmatched += 1,
+            Some(i) => {
+                let x = self.patterns.extract(i, &line.bytes, &mut self.scratch);
+                let message = display_text(&line.bytes);
+                let ev = self.event(
+                    i,
+                    line.at,
+                    &line.source,
+                    &line.labels,
+                    x.labels,
+                    x.value,
+                    message,
+                    true,
+                    1,
+                );
+                self.emit_or_hold(&mut state, ev, i, out);
+            }
+        }
+        self.sources.insert(line.source.clone(), state);
+    }
+
+    /// Closes records idle for `timeout` and fold windows that have passed, as of `now`.
+    pub fn tick(&mut self, now: Ts, out: &mut Vec<Event>) {
+        let timeout = self.records.timeout;
+        let keys: Vec<Arc<str>> = self.sources.keys().cloned().collect();
+        for source in keys {
+            let Some(mut state) = self.sources.remove(&source) else {
+                continue;
+            };
+            if let Some(rec) = state.open.take() {
+                if now.since(rec.last_at) >= timeout {
+                    self.close_record(&mut state, rec, &source, out);
+                } else {
+                    state.open = Some(rec);
+                }
+            }
+            self.release_held(&mut state, now, out);
+            if state.open.is_some() || !state.held.is_empty() {
+                self.sources.insert(source, state);
+            }
+        }
+    }
+
+    /// Ends the input: closes every record and releases every held event.
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        let keys: Vec<Arc<str>> = self.sources.keys().cloned().collect();
+        for source in keys {
+            let Some(mut state) = self.sources.remove(&source) else {
+                continue;
+            };
+            if let Some(rec) = state.open.take() {
+                self.close_record(&mut state, rec, &source, out);
+            }
+            self.release_held(&mut state, Ts(u64::MAX), out);
+        }
+    }
+
+    /// True when a record or a fold window is still open (the caller should tick).
+    pub fn has_pending(&self) -> bool {
+        !self.sources.is_empty()
+    }
+
+    fn rec_line(&mut self, bytes: &[u8]) -> RecLine {
+        let winner = self.patterns.classify(bytes, &mut self.scratch);
+        let (extracted_labels, value) = match winner {
+            Some(i) => {
+                let x = self.patterns.extract(i, bytes, &mut self.scratch);
+                (x.labels, x.value)
+            }
+            None => (Labels::new(), None),
+        };
+        RecLine {
+            text: display_text(bytes),
+            winner,
+            extracted_labels,
+            value,
+        }
+    }
+
+    fn continue_record(&mut self, rec: &mut OpenRecord, line: &Line) -> Continue {
+        let body = strip_prefix_shape(&line.bytes, &rec.prefix);
+        let g = &self.grammar;
+        let take = match &mut rec.mode {
+            Mode::Python { after_exception } => {
+                let indented = body.first().is_some_and(|c| c.is_ascii_whitespace());
+                if body.is_empty() || g.py_chain.is_match(body) {
+                    *after_exception = false;
+                    true
+                } else if *after_exception {
+                    false
+                } else if indented {
+                    true
+                } else {
+                    // The final `ExcType: message` line: part of the record, and the message.
+                    *after_exception = true;
+                    rec.message = rec.lines.len();
+                    true
+                }
+            }
+            Mode::Java => {
+                if g.java_cont.is_match(body) {
+                    if body.starts_with(b"Caused by: ") {
+                        rec.message = rec.lines.len();
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
+            Mode::Go => g.go_cont.is_match(body),
+            Mode::Rust { take_next } => {
+                if *take_next {
+                    *take_next = false;
+                    true
+                } else {
+                    g.rust_cont.is_match(body)
+                }
+            }
+        };
+        if take {
+            // Classify the line without the record's prefix, as the record's first line was
+            // classified from its marker on: patterns need not know every prefix.
+            let body = strip_prefix_shape(&line.bytes, &rec.prefix).to_vec();
+            let l = self.rec_line(&body);
+            rec.lines.push(l);
+            Continue::Taken
+        } else {
+            Continue::Ended
+        }
+    }
+
+    fn close_record(
+        &mut self,
+        state: &mut SourceState,
+        rec: OpenRecord,
+        source: &Arc<str>,
+        out: &mut Vec<Event>,
+    ) {
+        // Python: a record that never reached its exception line ends with its last line.
+        let mut msg_idx = rec.message;
+        if matches!(
+            rec.mode,
+            Mode::Python {
+                after_exception: false
+            }
+        ) && msg_idx == 0
+        {
+            msg_idx = rec
+                .lines
+                .iter()
+                .rposition(|l| !l.text.starts_with(char::is_whitespace) && !l.text.is_empty())
+                .unwrap_or(0);
+        }
+        // The most severe line decides the kind; on ties the later line wins (the final
+        // exception line says more than the `Traceback` header).
+        let best = rec
+            .lines
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.winner.map(|w| (i, w)))
+            .max_by_key(|&(i, w)| (kind_rank(&self.patterns.patterns()[w].kind), i));
+        let n = rec.lines.len();
+        let Some((best_line, winner)) = best else {
+            // Nothing in it matched: its lines are unmatched lines, no event.
+            self.stats.unmatched += n as u64;
+            return;
+        };
+        let l = &rec.lines[best_line];
+        let (labels, value) = (l.extracted_labels.clone(), l.value);
+        // Continuation lines are stored without the record's prefix already.
+        let message = rec.lines[msg_idx].text.clone();
+        let single = n == 1;
+        let mut ev = self.event(
+            winner,
+            rec.started,
+            source,
+            &rec.labels,
+            labels,
+            value,
+            message,
+            single,
+            n as u32,
+        );
+        if single {
+            ev.line = Some(rec.lines[0].text.clone());
+        }
+        self.emit_or_hold(state, ev, winner, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        winner: usize,
+        at: Ts,
+        source: &Arc<str>,
+        source_labels: &Labels,
+        captured: Labels,
+        value: Option<f64>,
+        message: String,
+        single: bool,
+        lines: u32,
+    ) -> Event {
+        let mut labels = source_labels.clone();
+        for (k, v) in captured.iter() {
+            let v = self.cap_label(k, v);
+            labels.insert(Arc::from(k), v);
+        }
+        let p = &self.patterns.patterns()[winner];
+        let signature = (kind_rank(&p.kind) >= 3).then(|| signature(&message));
+        Event {
+            ts: at,
+            source: source.clone(),
+            kind: p.kind.clone(),
+            pattern: p.name.clone(),
+            labels,
+            value,
+            line: single.then(|| message.clone()),
+            message,
+            signature,
+            lines,
+            folded: 0,
+        }
+    }
+
+    fn cap_label(&mut self, name: &str, value: &str) -> Arc<str> {
+        let set = self.label_values.entry(Arc::from(name)).or_default();
+        if let Some(v) = set.get(value) {
+            return v.clone();
+        }
+        if set.len() >= self.max_label_values {
+            self.stats.label_overflow += 1;
+            return Arc::from(OTHER_LABEL_VALUE);
+        }
+        let v: Arc<str> = Arc::from(value);
+        set.insert(v.clone());
+        v
+    }
+
+    fn emit_or_hold(
+        &mut self,
+        state: &mut SourceState,
+        ev: Event,
+        pattern: usize,
+        out: &mut Vec<Event>,
+    ) {
+        // A follow-up of a held event is folded into it.
+        if let Some(h) = state.held.iter_mut().find(|h| {
+            ev.ts <= h.until && self.patterns.patterns()[h.pattern].folds.contains(&pattern)
+        }) {
+            if kind_rank(&ev.kind) > kind_rank(&h.event.kind) {
+                h.event.kind = ev.kind.clone();
+            }
+            h.event.folded += 1 + ev.folded;
+            h.event.lines += ev.lines;
+            h.event.labels.merge_missing(&ev.labels);
+            self.stats.folded += 1;
+            return;
+        }
+        let p = &self.patterns.patterns()[pattern];
+        if p.folds.is_empty() {
+            self.stats.events += 1;
+            out.push(ev);
+        } else {
+            let until = ev.ts.add(p.fold_window);
+            state.held.push(Held {
+                event: ev,
+                pattern,
+                until,
+            });
+        }
+    }
+
+    fn release_held(&mut self, state: &mut SourceState, now: Ts, out: &mut Vec<Event>) {
+        let mut i = 0;
+        while i < state.held.len() {
+            if now > state.held[i].until {
+                let h = state.held.remove(i);
+                self.stats.events += 1;
+                out.push(h.event);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+enum Continue {
+    Taken,
+    Ended,
+}
+
+/// A normalised error signature: the exception class when the message names one
+/// (`KeyError`, `java.lang.IllegalStateException`), otherwise the message with numbers, hex
+/// ids, quoted strings and paths masked, cut to 120 characters.
+pub fn signature(message: &str) -> String {
+    static EXC: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    static MASK: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let exc = EXC.get_or_init(|| {
+        Regex::new(r"\b((?:[a-zA-Z_][a-zA-Z0-9_]*\.)*[A-Z][a-zA-Z0-9_]*(?:Error|Exception|Exit|Interrupt|Timeout|Lost|Exceeded))\b")
+            .expect("signature regex")
+    });
+    if let Some(c) = exc.captures(message.as_bytes()) {
+        if let Some(m) = c.get(1) {
+            return String::from_utf8_lossy(m.as_bytes()).into_owned();
+        }
+    }
+    let mask = MASK.get_or_init(|| {
+        Regex::new(
+            r#"(?x)
+            "[^"]*" | '[^']*'                          # quoted strings
+          | (?:/[A-Za-z0-9._-]+){2,}                   # paths
+          | \b[0-9a-fA-F]{8}-[0-9a-fA-F-]{27}\b        # uuids
+          | \b0x[0-9a-fA-F]+\b | \b[0-9a-f]{12,}\b     # hex ids
+          | [0-9]+(?:\.[0-9]+)?                        # numbers
+        "#,
+        )
+        .expect("mask regex")
+    });
+    // Drop a leading timestamp/level prefix by masking, then keep a readable stem.
+    let masked = mask.replace_all(message.as_bytes(), &b"*"[..]);
+    crate::rules::truncate_chars(String::from_utf8_lossy(&masked).trim(), 120)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::parse_pack;
+
+    const PACK: &str = r#"
+        [[pattern]]
+        name = "py-memory"
+        kind = "oom"
+        regex = '^(?:[a-zA-Z_.]+\.)?MemoryError\b'
+        [[pattern]]
+        name = "worker-lost"
+        kind = "crash"
+        regex = 'WorkerLostError'
+        [[pattern]]
+        name = "celery-signal"
+        kind = "crash"
+        regex = "exited with 'signal [0-9]+"
+        folds = ["worker-lost", "error-record"]
+        [[pattern]]
+        name = "traceback"
+        kind = "error"
+        regex = 'Traceback \(most recent call last\):'
+        [[pattern]]
+        name = "py-exc"
+        kind = "error"
+        regex = '^(?:[a-zA-Z_][a-zA-Z0-9_.]*\.)?[A-Z][a-zA-Z0-9]*(?:Error|Exception)(?:: |$)'
+        [[pattern]]
+        name = "java-exc"
+        kind = "error"
+        regex = '(?:[a-z0-9]+\.)+[A-Z][A-Za-z]*Exception'
+        [[pattern]]
+        name = "java-oom"
+        kind = "oom"
+        regex = 'java\.lang\.OutOfMemoryError'
+        priority = 5
+        [[pattern]]
+        name = "go-panic"
+        kind = "crash"
+        regex = 'panic: '
+        [[pattern]]
+        name = "error-record"
+        kind = "error"
+        regex = '\bERROR\b'
+        [[pattern]]
+        name = "done"
+        kind = "processed"
+        regex = 'succeeded in'
+    "#;
+
+    fn classifier() -> Classifier {
+        let set = PatternSet::compile(&[parse_pack("t.toml", PACK).unwrap()], &[]).unwrap();
+        Classifier::new(Arc::new(set), RecordConfig::default(), 3)
+    }
+
+    fn feed(c: &mut Classifier, text: &str, start: u64, step_ms: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (i, l) in text.lines().enumerate() {
+            let line = Line {
+                source: Arc::from("s"),
+                labels: Labels::from_pairs([("worker", "w1")]),
+                bytes: l.as_bytes().to_vec(),
+                truncated: false,
+                at: Ts(start + i as u64 * step_ms),
+            };
+            c.push(&line, &mut out);
+        }
+        c.finish(&mut out);
+        out
+    }
+
+    fn kinds(evs: &[Event]) -> Vec<(String, String)> {
+        evs.iter()
+            .map(|e| (e.kind.to_string(), e.message.clone()))
+            .collect()
+    }
+
+    const PY_TB: &str = "Traceback (most recent call last):\n  File \"/app/x.py\", line 3, in <module>\n    f()\n  File \"/app/x.py\", line 2, in f\n    raise KeyError('k')\nKeyError: 'k'\n";
+
+    #[test]
+    fn python_traceback_is_one_error_event_with_exception_message() {
+        let mut c = classifier();
+        let evs = feed(&mut c, &format!("{PY_TB}task succeeded in 1.0s\n"), 0, 1);
+        assert_eq!(
+            kinds(&evs),
+            vec![
+                ("error".into(), "KeyError: 'k'".into()),
+                ("processed".into(), "task succeeded in 1.0s".into())
+            ]
+        );
+        assert_eq!(evs[0].lines, 6);
+        assert_eq!(evs[0].labels.get("worker"), Some("w1"));
+        assert_eq!(evs[0].signature.as_deref(), Some("KeyError"));
+        assert!(evs[0].line.is_none());
+        assert_eq!(c.stats.lines, 7);
+    }
+
+    #[test]
+    fn memory_error_traceback_is_oom() {
+        let mut c = classifier();
+        let evs = feed(&mut c, "Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nMemoryError\n", 0, 1);
+        assert_eq!(kinds(&evs), vec![("oom".into(), "MemoryError".into())]);
+    }
+
+    #[test]
+    fn chained_traceback_is_one_record() {
+        let text = "Traceback (most recent call last):\n  File \"a\", line 1, in f\nKeyError: 'x'\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"a\", line 2, in g\nValueError: bad\nnext line\n";
+        let mut c = classifier();
+        let evs = feed(&mut c, text, 0, 1);
+        assert_eq!(
+            kinds(&evs),
+            vec![("error".into(), "ValueError: bad".into())]
+        );
+        assert_eq!(evs[0].lines, 9);
+        assert_eq!(
+            c.stats.unmatched, 1,
+            "the line after the record is its own line"
+        );
+    }
+
+    #[test]
+    fn prefixed_traceback_joins_by_prefix_shape() {
+        let text = "w_1  | Traceback (most recent call last):\nw_1  |   File \"a\", line 1, in f\nw_1  | MemoryError\nw_1  | fine\n";
+        let mut c = classifier();
+        let evs = feed(&mut c, text, 0, 1);
+        assert_eq!(kinds(&evs), vec![("oom".into(), "MemoryError".into())]);
+    }
+
+    #[test]
+    fn java_stack_is_one_event_and_deepest_cause_is_the_message() {
+        let text = "java.lang.IllegalStateException: outer\n\tat com.x.A.run(A.java:10)\n\tat com.x.B.go(B.java:5)\nCaused by: java.io.IOException: disk gone\n\tat com.x.C.io(C.java:1)\n\t... 2 more\nINFO next\n";
+        let mut c = classifier();
+        let evs = feed(&mut c, text, 0, 1);
+        assert_eq!(
+            kinds(&evs),
+            vec![(
+                "error".into(),
+                "Caused by: java.io.IOException: disk gone".into()
+            )]
+        );
+        assert_eq!(evs[0].lines, 6);
+    }
+
+    #[test]
+    fn java_oom_in_stack_makes_record_oom() {
+        let text = "Exception in thread \"main\" java.lang.OutOfMemoryError: Java heap space\n\tat com.x.A.alloc(A.java:3)\n";
+        let mut c = classifier();
+        let evs = feed(&mut c, text, 0, 1);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(&*evs[0].kind, "oom");
+    }
+
+    #[test]
+    fn go_panic_dump_is_one_crash() {
+        let text = "panic: runtime error: index out of range [5] with length 3\n\ngoroutine 1 [running]:\nmain.main()\n\t/app/main.go:8 +0x1d\nexit status 2\nother line\n";
+        let mut c = classifier();
+        let evs = feed(&mut c, text, 0, 1);
+        assert_eq!(
+            kinds(&evs),
+            vec![(
+                "crash".into(),
+                "panic: runtime error: index out of range [5] with length 3".into()
+            )]
+        );
+        assert_eq!(evs[0].lines, 6);
+    }
+
+    #[test]
+    fn celery_sigkill_and_worker_lost_fold_into_one_incident() {
+        let text = "[2026-11-23 10:00:00,000: ERROR/MainProcess] Process 'ForkPoolWorker-3' pid:812 exited with 'signal 9 (SIGKILL)'\n[2026-11-23 10:00:00,100: ERROR/MainProcess] Task handler raised error: WorkerLostError('Worker exited prematurely: signal 9 (SIGKILL) Job: 12.')\nTraceback (most recent call last):\n  File \"billiard/pool.py\", line 1265, in mark_as_worker_lost\nbilliard.exceptions.WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL) Job: 12.\n";
+        let mut c = classifier();
+        let evs = feed(&mut c, text, 0, 100);
+        assert_eq!(evs.len(), 1, "{:?}", kinds(&evs));
+        assert_eq!(&*evs[0].kind, "crash");
+        assert_eq!(evs[0].folded, 2);
+        assert!(evs[0].message.contains("exited with 'signal 9"));
+    }
+
+    #[test]
+    fn fold_window_expires() {
+        let text = "x exited with 'signal 9 (SIGKILL)'\nWorkerLostError\n";
+        let mut c = classifier();
+        let evs = feed(&mut c, text, 0, 3000);
+        assert_eq!(evs.len(), 2);
+    }
+
+    #[test]
+    fn record_times_out_on_tick() {
+        let mut c = classifier();
+        let mut out = Vec::new();
+        for (i, l) in PY_TB.lines().enumerate() {
+            let line = Line {
+                source: Arc::from("s"),
+                labels: Labels::new(),
+                bytes: l.as_bytes().to_vec(),
+                truncated: false,
+                at: Ts(i as u64),
+            };
+            c.push(&line, &mut out);
+        }
+        assert!(out.is_empty(), "the record may still continue");
+        c.tick(Ts(500), &mut out);
+        assert!(out.is_empty());
+        c.tick(Ts(1006), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!c.has_pending());
+    }
+
+    #[test]
+    fn max_lines_cuts_a_runaway_record() {
+        let mut c = Classifier::new(
+            classifier().patterns.clone(),
+            RecordConfig {
+                max_lines: 10,
+                ..RecordConfig::default()
+            },
+            3,
+        );
+        let mut text = String::from("Traceback (most recent call last):\n");
+        for i in 0..25 {
+            text.push_str(&format!("  frame {i}\n"));
+        }
+        let evs = feed(&mut c, &text, 0, 1);
+        assert_eq!(evs.len(), 1, "only the first chunk has the header");
+        assert_eq!(evs[0].lines, 10);
+    }
+
+    #[test]
+    fn label_cardinality_is_capped() {
+        let pack = r#"
+            [[pattern]]
+            name = "job"
+            kind = "processed"
+            regex = 'job (?P<job>[0-9]+) done'
+            labels = ["job"]
+        "#;
+        let set = PatternSet::compile(&[parse_pack("t.toml", pack).unwrap()], &[]).unwrap();
+        let mut c = Classifier::new(Arc::new(set), RecordConfig::default(), 2);
+        let evs = feed(
+            &mut c,
+            "job 1 done\njob 2 done\njob 3 done\njob 1 done\n",
+            0,
+            1,
+        );
+        let jobs: Vec<&str> = evs.iter().map(|e| e.labels.get("job").unwrap()).collect();
+        assert_eq!(jobs, vec!["1", "2", OTHER_LABEL_VALUE, "1"]);
+        assert_eq!(c.stats.label_overflow, 1);
+    }
+
+    #[test]
+    fn single_line_mode_skips_records() {
+        let mut c = classifier();
+        c.single_line(Arc::from("s"));
+        let evs = feed(&mut c, PY_TB, 0, 1);
+        assert_eq!(
+            evs.len(),
+            2,
+            "header and exception line separately: {:?}",
+            kinds(&evs)
+        );
+    }
+
+    #[test]
+    fn signatures() {
+        assert_eq!(signature("KeyError: 'k'"), "KeyError");
+        assert_eq!(
+            signature("Caused by: java.io.IOException: x"),
+            "java.io.IOException"
+        );
+        assert_eq!(
+            signature("failed to fetch /data/a/b.bin after 3 tries (id 0xdeadbeef)"),
+            "failed to fetch * after * tries (id *)"
+        );
+    }
+}

@@ -1,0 +1,496 @@
+//! `logwarden replay`: run log files through classification and rules on a simulated clock,
+//! and report the notifications that would have gone out, in order, with their times.
+//!
+//! Time comes from the lines themselves: a configured `replay.timestamp_regex`, else the
+//! common formats below. A line without a timestamp takes its file's previous time plus
+//! `1 / replay.rate` seconds. Several files are merged by time. Rules are evaluated at every
+//! simulated second (gaps longer than any rule needs are skipped), so `for`, windows and
+//! resolution behave as they would have live.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use regex::bytes::{Captures, Regex};
+
+use crate::config::Config;
+use crate::event::{days_from_civil, Event, Labels, Line, Ts};
+use crate::records::{Classifier, ClassifyStats};
+use crate::rules::{Alert, RuleEngine};
+use crate::sources::LineSplitter;
+
+/// Only this many leading bytes of a line are searched for a timestamp.
+const TS_SEARCH_BYTES: usize = 96;
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+
+fn builtin_formats() -> &'static [Regex] {
+    static F: OnceLock<Vec<Regex>> = OnceLock::new();
+    F.get_or_init(|| {
+        [
+            // ISO 8601 / RFC 3339 / Python logging / Celery: 2026-11-23T10:00:00.123Z, 2026-11-23 10:00:00,123
+            r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[T ](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:[.,](?P<frac>[0-9]{1,9}))?(?P<tz>Z| ?[+-][0-9]{2}:?[0-9]{2})?",
+            // Apache / nginx: 23/Nov/2026:10:00:00 +0000
+            r"(?P<day>[0-9]{2})/(?P<month>[A-Z][a-z]{2})/(?P<year>[0-9]{4}):(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?: (?P<tz>[+-][0-9]{4}))?",
+            // syslog / journald: Nov 23 10:00:00 (no year)
+            r"\b(?P<month>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<day>[0-9]{1,2}) (?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.(?P<frac>[0-9]{1,9}))?",
+            // JSON loggers with epoch seconds: "ts":1795428000.123, "time": 1795428000
+            r#""(?:ts|time|timestamp|t)": ?(?P<epoch>[0-9]{10}(?:\.[0-9]+)?)\b"#,
+        ]
+        .iter()
+        .map(|s| Regex::new(s).expect("built-in timestamp regex"))
+        .collect()
+    })
+}
+
+/// Parses a line's timestamp with `custom` (if given) or the built-in formats.
+/// `default_year` fills in formats without a year (syslog).
+pub fn parse_timestamp(line: &[u8], custom: Option<&Regex>, default_year: i32) -> Option<Ts> {
+    let head = &line[..line.len().min(TS_SEARCH_BYTES)];
+    match custom {
+        Some(re) => re
+            .captures(line)
+            .and_then(|c| from_captures(&c, default_year)),
+        None => builtin_formats().iter().find_map(|re| {
+            re.captures(head)
+                .and_then(|c| from_captures(&c, default_year))
+        }),
+    }
+}
+
+fn from_captures(c: &Captures<'_>, default_year: i32) -> Option<Ts> {
+    let text = |n: &str| {
+        c.name(n)
+            .and_then(|m| std::str::from_utf8(m.as_bytes()).ok())
+    };
+    let num = |n: &str| text(n).and_then(|s| s.trim().parse::<i64>().ok());
+    if let Some(e) = text("epoch") {
+        let secs: f64 = e.parse().ok()?;
+        return (secs.is_finite() && secs >= 0.0).then(|| Ts((secs * 1000.0).round() as u64));
+    }
+    let year = num("year").unwrap_or(i64::from(default_year));
+    let month = match text("month")? {
+        m if m.chars().all(|c| c.is_ascii_digit()) => m.parse::<u32>().ok()?,
+        m => MONTHS.iter().position(|x| x.eq_ignore_ascii_case(m))? as u32 + 1,
+    };
+    let (day, hour, minute, second) = (num("day")?, num("hour")?, num("minute")?, num("second")?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let ms = text("frac").map_or(0, |f| {
+        let digits: String = f.chars().chain("000".chars()).take(3).collect();
+        digits.parse::<i64>().unwrap_or(0)
+    });
+    let offset_min = match text("tz").map(str::trim) {
+        None | Some("Z") => 0,
+        Some(tz) => {
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            let digits: String = tz.chars().filter(|c| c.is_ascii_digit()).collect();
+            let (h, m) = digits.split_at(2.min(digits.len()));
+            sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().unwrap_or(0))
+        }
+    };
+    let days = days_from_civil(year, month, day as u32);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_min * 60;
+    (secs >= 0).then(|| Ts(secs as u64 * 1000 + ms as u64))
+}
+
+/// A log file being replayed: its lines with their times, read lazily.
+struct ReplayFile {
+    name: Arc<str>,
+    reader: Box<dyn BufRead>,
+    splitter: LineSplitter,
+    pending: std::collections::VecDeque<(Vec<u8>, bool)>,
+    eof: bool,
+    last: Option<Ts>,
+    step: Duration,
+}
+
+impl ReplayFile {
+    fn next_line(&mut self) -> std::io::Result<Option<(Vec<u8>, bool)>> {
+        while self.pending.is_empty() && !self.eof {
+            let buf = self.reader.fill_buf()?;
+            let n = buf.len();
+            let pending = &mut self.pending;
+            if n == 0 {
+                self.eof = true;
+                self.splitter
+                    .finish(|l| pending.push_back((l.bytes.to_vec(), l.truncated)));
+            } else {
+                self.splitter
+                    .push(buf, |l| pending.push_back((l.bytes.to_vec(), l.truncated)));
+                self.reader.consume(n);
+            }
+        }
+        Ok(self.pending.pop_front())
+    }
+}
+
+/// What a replay produced.
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    /// Notifications in the order they would have gone out.
+    pub alerts: Vec<Alert>,
+    /// Classification counters.
+    pub stats: ClassifyStats,
+    /// Events per kind.
+    pub per_kind: BTreeMap<String, u64>,
+    /// Events per pattern name.
+    pub per_pattern: BTreeMap<String, u64>,
+    /// Up to 10 lines that matched no pattern.
+    pub unmatched_sample: Vec<String>,
+    /// Lines that had no timestamp of their own.
+    pub untimed_lines: u64,
+    /// Simulated time span covered.
+    pub first: Option<Ts>,
+    /// Simulated end.
+    pub last: Option<Ts>,
+}
+
+/// Replays `inputs` (name, reader) through `config`'s patterns and rules.
+pub fn replay(
+    config: &Config,
+    inputs: Vec<(String, Box<dyn Read>)>,
+    mut on_event: impl FnMut(&Event),
+) -> std::io::Result<ReplayReport> {
+    let year = config.replay.year.unwrap_or_else(current_year);
+    let step = Duration::from_secs_f64(1.0 / config.replay.rate);
+    let mut files: Vec<ReplayFile> = inputs
+        .into_iter()
+        .map(|(name, r)| ReplayFile {
+            name: Arc::from(name.as_str()),
+            reader: Box::new(BufReader::with_capacity(1 << 20, r)),
+            splitter: LineSplitter::new(config.max_line_bytes),
+            pending: Default::default(),
+            eof: false,
+            last: None,
+            step,
+        })
+        .collect();
+    let mut classifier = Classifier::new(
+        config.patterns.clone(),
+        config.records,
+        config.max_label_values,
+    );
+    let mut engine = RuleEngine::new(config.rules.clone(), config.max_series);
+    let mut report = ReplayReport::default();
+    let horizon = config
+        .rules
+        .iter()
+        .map(|r| match &r.kind {
+            crate::rules::RuleKind::Count { window, .. } | crate::rules::RuleKind::Ratio { window, .. } => *window,
+            crate::rules::RuleKind::Any { .. } => Duration::ZERO,
+        } + r.for_ + r.keep_firing_for)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(2);
+
+    // One look-ahead line per file, merged by time (ties: file order).
+    let mut heads: Vec<Option<(Ts, Vec<u8>, bool)>> = Vec::with_capacity(files.len());
+    for f in &mut files {
+        heads.push(timed_next(f, config, year, &mut report)?);
+    }
+    let mut clock: Option<Ts> = None;
+    let mut events = Vec::new();
+    let mut alerts = Vec::new();
+    loop {
+        let Some(i) = (0..heads.len())
+            .filter(|&i| heads[i].is_some())
+            .min_by_key(|&i| heads[i].as_ref().map(|h| h.0))
+        else {
+            break;
+        };
+        let (at, bytes, truncated) = heads[i].take().expect("selected head is some");
+        // Lines may step back in time a little (interleaved writers); the clock never does.
+        let now = clock.map_or(at, |c| c.max(at));
+        if let Some(prev) = clock {
+            advance(
+                prev,
+                now,
+                horizon,
+                &mut classifier,
+                &mut engine,
+                &mut events,
+                &mut alerts,
+                &mut report,
+                &mut on_event,
+            );
+        }
+        clock = Some(now);
+        report.first.get_or_insert(now);
+        let line = Line {
+            source: files[i].name.clone(),
+            labels: Labels::new(),
+            bytes,
+            truncated,
+            at: now,
+        };
+        let unmatched_before = classifier.stats.unmatched;
+        classifier.push(&line, &mut events);
+        if classifier.stats.unmatched > unmatched_before && report.unmatched_sample.len() < 10 {
+            report
+                .unmatched_sample
+                .push(crate::event::display_text(&line.bytes));
+        }
+        if !events.is_empty() {
+            feed(
+                &mut engine,
+                &mut events,
+                &mut alerts,
+                &mut report,
+                &mut on_event,
+            );
+            engine.evaluate_touched(now, &mut alerts);
+            report.alerts.append(&mut alerts);
+        }
+        heads[i] = timed_next(&mut files[i], config, year, &mut report)?;
+    }
+    classifier.finish(&mut events);
+    feed(
+        &mut engine,
+        &mut events,
+        &mut alerts,
+        &mut report,
+        &mut on_event,
+    );
+    if let Some(end) = clock {
+        // Let windows run out after the last line, so what would have resolved does.
+        let stop = end.add(horizon);
+        advance(
+            end,
+            stop,
+            horizon,
+            &mut classifier,
+            &mut engine,
+            &mut events,
+            &mut alerts,
+            &mut report,
+            &mut on_event,
+        );
+        report.last = Some(end);
+    }
+    report.stats = classifier.stats.clone();
+    Ok(report)
+}
+
+fn timed_next(
+    f: &mut ReplayFile,
+    config: &Config,
+    year: i32,
+    report: &mut ReplayReport,
+) -> std::io::Result<Option<(Ts, Vec<u8>, bool)>> {
+    let Some((bytes, truncated)) = f.next_line()? else {
+        return Ok(None);
+    };
+    let at = match parse_timestamp(&bytes, config.replay.timestamp_regex.as_ref(), year) {
+        Some(t) => t,
+        None => {
+            report.untimed_lines += 1;
+            f.last.map_or(Ts(0), |l| l.add(f.step))
+        }
+    };
+    f.last = Some(at);
+    Ok(Some((at, bytes, truncated)))
+}
+
+fn feed(
+    engine: &mut RuleEngine,
+    events: &mut Vec<Event>,
+    alerts: &mut Vec<Alert>,
+    report: &mut ReplayReport,
+    on_event: &mut impl FnMut(&Event),
+) {
+    for ev in events.drain(..) {
+        *report.per_kind.entry(ev.kind.to_string()).or_default() += 1;
+        *report
+            .per_pattern
+            .entry(ev.pattern.to_string())
+            .or_default() += 1;
+        on_event(&ev);
+        engine.observe(&ev, alerts);
+    }
+    report.alerts.append(alerts);
+}
+
+/// Evaluates at every whole second in `(from, to]`, skipping the middle of gaps longer than
+/// `horizon` (nothing can change there once every window has emptied).
+#[allow(clippy::too_many_arguments)]
+fn advance(
+    from: Ts,
+    to: Ts,
+    horizon: Duration,
+    classifier: &mut Classifier,
+    engine: &mut RuleEngine,
+    events: &mut Vec<Event>,
+    alerts: &mut Vec<Alert>,
+    report: &mut ReplayReport,
+    on_event: &mut impl FnMut(&Event),
+) {
+    let mut s = from.secs() + 1;
+    let end = to.secs();
+    let skip_after = from.add(horizon).secs();
+    while s <= end {
+        let t = Ts::from_secs(s);
+        classifier.tick(t, events);
+        feed(engine, events, alerts, report, on_event);
+        engine.evaluate(t, alerts);
+        report.alerts.append(alerts);
+        s = if s >= skip_after && end > s {
+            end.max(s + 1)
+        } else {
+            s + 1
+        };
+    }
+    engine.evaluate(to, alerts);
+    report.alerts.append(alerts);
+}
+
+fn current_year() -> i32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::event::civil_from_days((secs / 86_400) as i64).0 as i32
+}
+
+/// Opens replay inputs; `-` is stdin.
+pub fn open_inputs(paths: &[String]) -> std::io::Result<Vec<(String, Box<dyn Read>)>> {
+    paths
+        .iter()
+        .map(|p| -> std::io::Result<(String, Box<dyn Read>)> {
+            if p == "-" {
+                Ok(("stdin".into(), Box::new(std::io::stdin())))
+            } else {
+                let f = std::fs::File::open(Path::new(p))
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open {p}: {e}")))?;
+                Ok((p.clone(), Box::new(f)))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::AlertState;
+
+    fn ts(s: &str) -> Option<String> {
+        parse_timestamp(s.as_bytes(), None, 2026).map(|t| t.rfc3339())
+    }
+
+    #[test]
+    fn common_timestamp_formats() {
+        assert_eq!(
+            ts("2026-11-23T10:00:00Z x").as_deref(),
+            Some("2026-11-23T10:00:00.000Z")
+        );
+        assert_eq!(
+            ts("2026-11-23T12:00:00.5+02:00 x").as_deref(),
+            Some("2026-11-23T10:00:00.500Z")
+        );
+        assert_eq!(
+            ts("[2026-11-23 10:00:01,123: ERROR/Main] x").as_deref(),
+            Some("2026-11-23T10:00:01.123Z")
+        );
+        assert_eq!(
+            ts("Nov 23 10:00:02 host kernel: x").as_deref(),
+            Some("2026-11-23T10:00:02.000Z")
+        );
+        assert_eq!(
+            ts("1.2.3.4 - - [23/Nov/2026:11:00:03 +0100] \"GET /\"").as_deref(),
+            Some("2026-11-23T10:00:03.000Z")
+        );
+        assert_eq!(
+            ts("{\"ts\":1795428004.25,\"msg\":\"x\"}").as_deref(),
+            Some("2026-11-23T10:00:04.250Z")
+        );
+        assert_eq!(ts("no time here"), None);
+        assert_eq!(ts("2026-13-45T99:00:00Z"), None);
+    }
+
+    #[test]
+    fn custom_timestamp_regex() {
+        let re = Regex::new(r"t=(?P<day>[0-9]{2})\.(?P<month>[0-9]{2})\.(?P<year>[0-9]{4})-(?P<hour>[0-9]{2})(?P<minute>[0-9]{2})(?P<second>[0-9]{2})").unwrap();
+        let t = parse_timestamp(b"x t=23.11.2026-100005 y", Some(&re), 2000).unwrap();
+        assert_eq!(t.rfc3339(), "2026-11-23T10:00:05.000Z");
+    }
+
+    fn run(text: &str, cfg: &str) -> ReplayReport {
+        let config = Config::from_str_named("t.toml", cfg, None).unwrap();
+        replay(
+            &config,
+            vec![(
+                "w.log".into(),
+                Box::new(std::io::Cursor::new(text.to_string())),
+            )],
+            |_| {},
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn replay_fires_and_resolves_on_log_time() {
+        let cfg = r#"
+            [[pattern]]
+            name = "boom"
+            kind = "crash"
+            regex = 'boom'
+            [[rule]]
+            name = "crashes"
+            type = "count"
+            kinds = ["crash"]
+            window = "1m"
+            threshold = 1
+            severity = "critical"
+        "#;
+        let text =
+            "2026-11-23T10:00:00Z boom\n2026-11-23T10:00:30Z boom\n2026-11-23T10:05:00Z quiet\n";
+        let r = run(text, cfg);
+        let got: Vec<(AlertState, String)> =
+            r.alerts.iter().map(|a| (a.state, a.at.rfc3339())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (AlertState::Firing, "2026-11-23T10:00:30.000Z".to_string()),
+                (AlertState::Resolved, "2026-11-23T10:01:00.000Z".to_string())
+            ]
+        );
+        assert_eq!(r.per_kind.get("crash"), Some(&2));
+        assert_eq!(
+            r.unmatched_sample,
+            vec!["2026-11-23T10:05:00Z quiet".to_string()]
+        );
+    }
+
+    #[test]
+    fn lines_without_time_advance_at_rate() {
+        let cfg = r#"
+            [replay]
+            rate = 1
+            [[pattern]]
+            name = "boom"
+            kind = "crash"
+            regex = 'boom'
+            [[rule]]
+            name = "crashes"
+            type = "count"
+            kinds = ["crash"]
+            window = "10s"
+            threshold = 2
+        "#;
+        // One boom per simulated second: 3 in a 10 s window fires at the third line.
+        let r = run("boom\nboom\nboom\n", cfg);
+        assert_eq!(r.alerts[0].state, AlertState::Firing);
+        assert_eq!(r.alerts[0].at, Ts(2000));
+        assert_eq!(r.untimed_lines, 3);
+    }
+}

@@ -1,0 +1,1041 @@
+//! Rules over rolling windows, and the alert lifecycle
+//! inactive → pending → firing → resolved.
+//!
+//! [`RuleEngine`] is pure: [`observe`](RuleEngine::observe) feeds it events (placing them in
+//! windows by their own time), [`evaluate`](RuleEngine::evaluate) decides state at `now` and
+//! returns the state *changes* ([`Alert`]s) for the notifier. The counters task calls
+//! `evaluate` after every batch of events and on a 1 s tick, so alerts also resolve when
+//! traffic stops.
+//!
+//! Rule types: `count` (events of kinds K in window W, compared to a threshold), `ratio`
+//! (K / (K ∪ of) with `min_events`), `any` (every matching event is an alert). Queue rules
+//! (`gauge`, `absent`, `all`) slot in as further [`RuleKind`] variants.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::PatternSet;
+use crate::event::{Event, Labels, Ts};
+use crate::window::RollingCount;
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Someone should look today.
+    Warning,
+    /// Someone should look now.
+    Critical,
+}
+
+impl Severity {
+    /// Parses `info`, `warning` or `critical`.
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// The error text for an unknown severity.
+pub fn severity_msg(s: &str) -> String {
+    format!("unknown severity {s:?} (expected \"info\", \"warning\" or \"critical\")")
+}
+
+/// Comparison of a rule's value with its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Op {
+    /// `value > threshold` (default).
+    #[serde(rename = ">")]
+    Gt,
+    /// `value >= threshold`.
+    #[serde(rename = ">=")]
+    Ge,
+}
+
+impl Op {
+    fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::Gt => value > threshold,
+            Op::Ge => value >= threshold,
+        }
+    }
+
+    /// `>` or `>=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Gt => ">",
+            Op::Ge => ">=",
+        }
+    }
+}
+
+/// What a rule measures.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    /// Events of `kinds` in `window`.
+    Count {
+        /// Counted kinds.
+        kinds: Vec<Arc<str>>,
+        /// Window length.
+        window: Duration,
+    },
+    /// Events of `kinds` divided by events of `kinds ∪ of`, over `window`; not evaluated below
+    /// `min_events` events in the denominator.
+    Ratio {
+        /// Numerator kinds.
+        kinds: Vec<Arc<str>>,
+        /// Further denominator kinds (the numerator kinds are always included).
+        of: Vec<Arc<str>>,
+        /// Window length.
+        window: Duration,
+        /// Fewest denominator events for the ratio to mean anything.
+        min_events: u64,
+    },
+    /// Every matching event is an alert of its own.
+    Any {
+        /// Matching kinds.
+        kinds: Vec<Arc<str>>,
+    },
+}
+
+/// A validated rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSpec {
+    /// Unique name.
+    pub name: Arc<str>,
+    /// What it measures.
+    pub kind: RuleKind,
+    /// Threshold the value is compared with (`count`, `ratio`).
+    pub threshold: f64,
+    /// Comparison. Default: `>`.
+    pub op: Op,
+    /// Once firing, resolve only when the value falls below this (hysteresis). Default: the
+    /// threshold itself.
+    pub clear_below: Option<f64>,
+    /// Severity of its alerts.
+    pub severity: Severity,
+    /// How long the condition must hold before firing. Default: 0s.
+    pub for_: Duration,
+    /// How long to keep firing after the condition stops holding. Default: 0s.
+    pub keep_firing_for: Duration,
+    /// Labels that split the rule into one alert per value set.
+    pub group_by: Vec<Arc<str>>,
+    /// Only events whose labels equal these count.
+    pub matchers: Vec<(Arc<str>, String)>,
+    /// Only events from these sources count; empty = all.
+    pub sources: Vec<Arc<str>>,
+    /// Only events from these patterns count; empty = all.
+    pub patterns: Vec<Arc<str>>,
+    /// One-line description for messages.
+    pub summary: Option<String>,
+}
+
+impl RuleSpec {
+    fn window(&self) -> Option<Duration> {
+        match &self.kind {
+            RuleKind::Count { window, .. } | RuleKind::Ratio { window, .. } => Some(*window),
+            RuleKind::Any { .. } => None,
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self.kind {
+            RuleKind::Count { .. } => "count",
+            RuleKind::Ratio { .. } => "ratio",
+            RuleKind::Any { .. } => "any",
+        }
+    }
+
+    fn matches(&self, ev: &Event) -> bool {
+        (self.sources.is_empty() || self.sources.contains(&ev.source))
+            && (self.patterns.is_empty() || self.patterns.contains(&ev.pattern))
+            && self
+                .matchers
+                .iter()
+                .all(|(k, v)| ev.labels.get(k) == Some(v.as_str()))
+    }
+}
+
+/// The default rules used when a config has no `[[rule]]`: they mirror the operators' guides
+/// logwarden replaces.
+pub fn default_rules() -> Vec<RuleSpec> {
+    let base =
+        |name: &str, kind: RuleKind, threshold: f64, severity: Severity, summary: &str| RuleSpec {
+            name: Arc::from(name),
+            kind,
+            threshold,
+            op: Op::Gt,
+            clear_below: None,
+            severity,
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            group_by: Vec::new(),
+            matchers: Vec::new(),
+            sources: Vec::new(),
+            patterns: Vec::new(),
+            summary: Some(summary.to_string()),
+        };
+    let k = |v: &[&str]| v.iter().map(|s| Arc::from(*s)).collect::<Vec<_>>();
+    vec![
+        base(
+            "error-rate",
+            RuleKind::Ratio {
+                kinds: k(&["error"]),
+                of: k(&["processed", "downloaded"]),
+                window: Duration::from_secs(300),
+                min_events: 20,
+            },
+            0.05,
+            Severity::Warning,
+            "more than 5% of jobs failed over 5 minutes",
+        ),
+        base(
+            "crash-frequency",
+            RuleKind::Count {
+                kinds: k(&["crash", "oom"]),
+                window: Duration::from_secs(3600),
+            },
+            1.0,
+            Severity::Critical,
+            "workers died more than once in an hour",
+        ),
+        base(
+            "oom",
+            RuleKind::Any { kinds: k(&["oom"]) },
+            0.0,
+            Severity::Critical,
+            "a worker ran out of memory",
+        ),
+    ]
+}
+
+/// A rule as written in TOML: one flat table, checked per `type` by [`validate`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    kinds: Vec<String>,
+    of: Option<Vec<String>>,
+    #[serde(default)]
+    patterns: Vec<String>,
+    #[serde(default, with = "crate::config::opt_duration")]
+    window: Option<Duration>,
+    threshold: Option<f64>,
+    op: Option<String>,
+    min_events: Option<u64>,
+    clear_below: Option<f64>,
+    severity: Option<String>,
+    #[serde(default, rename = "for", with = "crate::config::opt_duration")]
+    for_: Option<Duration>,
+    #[serde(default, with = "crate::config::opt_duration")]
+    keep_firing_for: Option<Duration>,
+    #[serde(default)]
+    group_by: Vec<String>,
+    #[serde(default, rename = "match")]
+    matchers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    sources: Vec<String>,
+    summary: Option<String>,
+}
+
+/// Validates rule `index`; errors are `(field path, message)`.
+pub fn validate(
+    index: usize,
+    r: RawRule,
+    patterns: &PatternSet,
+    sources: &[Arc<str>],
+) -> Result<RuleSpec, (String, String)> {
+    let at = format!("rule[{index}] {:?}", r.name);
+    let field = |f: &str| format!("{at}.{f}");
+    if r.name.trim().is_empty() {
+        return Err((format!("rule[{index}].name"), "must not be empty".into()));
+    }
+    let known = patterns.kinds();
+    let resolve = |f: &str, list: &[String]| -> Result<Vec<Arc<str>>, (String, String)> {
+        list.iter()
+            .map(|k| {
+                known
+                    .iter()
+                    .find(|x| x.as_ref() == k)
+                    .cloned()
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = known.iter().map(|k| k.as_ref()).collect();
+                        (
+                            field(f),
+                            format!("unknown kind {k:?} (known: {})", names.join(", ")),
+                        )
+                    })
+            })
+            .collect()
+    };
+    let kinds = resolve("kinds", &r.kinds)?;
+    if kinds.is_empty() {
+        return Err((
+            field("kinds"),
+            "needs at least one kind, e.g. kinds = [\"error\"]".into(),
+        ));
+    }
+    let need_window = |w: Option<Duration>| -> Result<Duration, (String, String)> {
+        match w {
+            Some(w) if w >= Duration::from_secs(1) => Ok(w),
+            Some(w) => Err((field("window"), format!("must be at least 1s, got {w:?}"))),
+            None => Err((
+                field("window"),
+                "is required for this type, e.g. window = \"5m\"".into(),
+            )),
+        }
+    };
+    let only = |name: &str, set: bool, types: &str| -> Result<(), (String, String)> {
+        if set {
+            Err((
+                field(name),
+                format!("only applies to type {types}, not {:?}", r.kind),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let kind = match r.kind.as_str() {
+        "count" => {
+            only("of", r.of.is_some(), "\"ratio\"")?;
+            only("min_events", r.min_events.is_some(), "\"ratio\"")?;
+            RuleKind::Count {
+                kinds,
+                window: need_window(r.window)?,
+            }
+        }
+        "ratio" => {
+            let of = resolve("of", r.of.as_deref().unwrap_or_default())?;
+            RuleKind::Ratio {
+                kinds,
+                of,
+                window: need_window(r.window)?,
+                min_events: r.min_events.unwrap_or(1),
+            }
+        }
+        "any" => {
+            only("window", r.window.is_some(), "\"count\" or \"ratio\"")?;
+            only("threshold", r.threshold.is_some(), "\"count\" or \"ratio\"")?;
+            only("of", r.of.is_some(), "\"ratio\"")?;
+            only("min_events", r.min_events.is_some(), "\"ratio\"")?;
+            only(
+                "clear_below",
+                r.clear_below.is_some(),
+                "\"count\" or \"ratio\"",
+            )?;
+            RuleKind::Any { kinds }
+        }
+        other => {
+            return Err((
+                field("type"),
+                format!("unknown rule type {other:?} (expected \"count\", \"ratio\" or \"any\")"),
+            ))
+        }
+    };
+    let threshold = match (&kind, r.threshold) {
+        (RuleKind::Any { .. }, _) => 0.0,
+        (_, Some(t)) if t.is_finite() => t,
+        (_, Some(t)) => return Err((field("threshold"), format!("must be a number, got {t}"))),
+        (_, None) => return Err((field("threshold"), "is required for this type".into())),
+    };
+    if let (RuleKind::Ratio { .. }, t) = (&kind, threshold) {
+        if !(0.0..=1.0).contains(&t) {
+            return Err((
+                field("threshold"),
+                format!("a ratio threshold is between 0 and 1, got {t}"),
+            ));
+        }
+    }
+    let op = match r.op.as_deref() {
+        None | Some(">") => Op::Gt,
+        Some(">=") => Op::Ge,
+        Some(o) => {
+            return Err((
+                field("op"),
+                format!("unknown comparison {o:?} (expected \">\" or \">=\")"),
+            ))
+        }
+    };
+    if let Some(c) = r.clear_below {
+        if !(c.is_finite() && c <= threshold) {
+            return Err((
+                field("clear_below"),
+                format!("must be a number not above the threshold {threshold}, got {c}"),
+            ));
+        }
+    }
+    let severity = match r.severity.as_deref() {
+        None => Severity::Warning,
+        Some(s) => Severity::parse(s).ok_or_else(|| (field("severity"), severity_msg(s)))?,
+    };
+    for (i, g) in r.group_by.iter().enumerate() {
+        if !crate::config::valid_label_name(g) {
+            return Err((
+                field(&format!("group_by[{i}]")),
+                format!("invalid label name {g:?}"),
+            ));
+        }
+    }
+    for (i, s) in r.sources.iter().enumerate() {
+        if !sources.iter().any(|x| x.as_ref() == s) {
+            let names: Vec<&str> = sources.iter().map(|s| s.as_ref()).collect();
+            return Err((
+                field(&format!("sources[{i}]")),
+                format!("unknown source {s:?} (known: {})", names.join(", ")),
+            ));
+        }
+    }
+    for (i, p) in r.patterns.iter().enumerate() {
+        if patterns.find(p).is_none() {
+            return Err((
+                field(&format!("patterns[{i}]")),
+                format!("unknown pattern {p:?}"),
+            ));
+        }
+    }
+    Ok(RuleSpec {
+        name: Arc::from(r.name.as_str()),
+        kind,
+        threshold,
+        op,
+        clear_below: r.clear_below,
+        severity,
+        for_: r.for_.unwrap_or_default(),
+        keep_firing_for: r.keep_firing_for.unwrap_or_default(),
+        group_by: r.group_by.iter().map(|g| Arc::from(g.as_str())).collect(),
+        matchers: r
+            .matchers
+            .into_iter()
+            .map(|(k, v)| (Arc::from(k.as_str()), v))
+            .collect(),
+        sources: r.sources.iter().map(|s| Arc::from(s.as_str())).collect(),
+        patterns: r.patterns.iter().map(|s| Arc::from(s.as_str())).collect(),
+        summary: r.summary,
+    })
+}
+
+/// What happened to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// The condition held long enough: tell people.
+    Firing,
+    /// It stopped holding: tell them it is over.
+    Resolved,
+    /// One event of an `any` rule (no resolved notice follows).
+    Event,
+}
+
+/// An alert state change, handed from counters to notify.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Rule type (`count`, `ratio`, `any`).
+    #[serde(rename = "type")]
+    pub rule_type: &'static str,
+    /// The group's labels (`group_by` values), or the event's labels for `any`.
+    pub labels: Labels,
+    /// The change.
+    pub state: AlertState,
+    /// Severity.
+    pub severity: Severity,
+    /// The measured value at the change.
+    pub value: f64,
+    /// The threshold.
+    pub threshold: f64,
+    /// Comparison.
+    pub op: Op,
+    /// The window, in seconds (`None` for `any`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u64>,
+    /// Events counted (numerator) and, for ratios, the denominator.
+    pub count: u64,
+    /// Denominator of a ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// When the change happened.
+    pub at: Ts,
+    /// When the alert started firing (same as `at` for a new firing).
+    pub since: Ts,
+    /// Rule summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// First and last matching lines (messages), oldest first, each at most
+    /// [`EVIDENCE_CHARS`] characters.
+    pub evidence: Vec<String>,
+}
+
+/// Longest kept evidence line, in characters.
+pub const EVIDENCE_CHARS: usize = 300;
+const EVIDENCE_FIRST: usize = 2;
+const EVIDENCE_LAST: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Inactive,
+    Pending { since: Ts },
+    Firing { since: Ts, last_true: Ts },
+}
+
+#[derive(Debug)]
+struct Group {
+    labels: Labels,
+    num: RollingCount,
+    den: Option<RollingCount>,
+    phase: Phase,
+    /// Counted an event since the last evaluation.
+    dirty: bool,
+    first: Vec<String>,
+    last: VecDeque<String>,
+    last_event: Ts,
+}
+
+impl Group {
+    fn remember(&mut self, ev: &Event) {
+        let text = truncate_chars(&ev.message, EVIDENCE_CHARS);
+        if self.first.len() < EVIDENCE_FIRST {
+            self.first.push(text);
+        } else {
+            if self.last.len() == EVIDENCE_LAST {
+                self.last.pop_front();
+            }
+            self.last.push_back(text);
+        }
+    }
+
+    fn evidence(&self) -> Vec<String> {
+        self.first.iter().chain(self.last.iter()).cloned().collect()
+    }
+}
+
+/// Cuts `s` to at most `n` characters, marking the cut with `…`.
+pub fn truncate_chars(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
+struct RuleState {
+    spec: RuleSpec,
+    groups: HashMap<Labels, Group>,
+}
+
+/// Label set that over-cap events are counted under.
+pub fn overflow_labels() -> Labels {
+    Labels::from_pairs([("__overflow__", "true")])
+}
+
+/// A firing alert, for status pages and summaries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveAlert {
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Group labels.
+    pub labels: Labels,
+    /// `pending` or `firing`.
+    pub state: &'static str,
+    /// Since when.
+    pub since: Ts,
+    /// Severity.
+    pub severity: Severity,
+}
+
+/// All rules and their per-group windows and alert state.
+pub struct RuleEngine {
+    rules: Vec<RuleState>,
+    max_series: usize,
+    series: usize,
+    /// Events that landed in the overflow series because the cap was hit.
+    pub overflowed: u64,
+}
+
+impl RuleEngine {
+    /// An engine for `specs`, keeping at most `max_series` (rule, group) windows.
+    pub fn new(specs: Vec<RuleSpec>, max_series: usize) -> RuleEngine {
+        RuleEngine {
+            rules: specs
+                .into_iter()
+                .map(|spec| RuleState {
+                    spec,
+                    groups: HashMap::new(),
+                })
+                .collect(),
+            max_series: max_series.max(1),
+            series: 0,
+            overflowed: 0,
+        }
+    }
+
+    /// The rules, in config order.
+    pub fn specs(&self) -> impl Iterator<Item = &RuleSpec> {
+        self.rules.iter().map(|r| &r.spec)
+    }
+
+    /// Counts `ev` into every rule it matches; `any` rules push their alert to `out` at once.
+    pub fn observe(&mut self, ev: &Event, out: &mut Vec<Alert>) {
+        for rule in &mut self.rules {
+            let spec = &rule.spec;
+            if !spec.matches(ev) {
+                continue;
+            }
+            let (in_num, in_den) = match &spec.kind {
+                RuleKind::Count { kinds, .. } => (kinds.contains(&ev.kind), false),
+                RuleKind::Ratio { kinds, of, .. } => {
+                    let n = kinds.contains(&ev.kind);
+                    (n, n || of.contains(&ev.kind))
+                }
+                RuleKind::Any { kinds } => {
+                    if kinds.contains(&ev.kind) {
+                        let mut labels = ev.labels.clone();
+                        labels.insert(Arc::from("source"), ev.source.clone());
+                        out.push(Alert {
+                            rule: spec.name.clone(),
+                            rule_type: spec.type_name(),
+                            labels,
+                            state: AlertState::Event,
+                            severity: spec.severity,
+                            value: 1.0,
+                            threshold: 0.0,
+                            op: spec.op,
+                            window_secs: None,
+                            count: 1,
+                            total: None,
+                            at: ev.ts,
+                            since: ev.ts,
+                            summary: spec.summary.clone(),
+                            evidence: vec![truncate_chars(&ev.message, EVIDENCE_CHARS)],
+                        });
+                    }
+                    continue;
+                }
+            };
+            if !in_num && !in_den {
+                continue;
+            }
+            let mut key = ev.labels.project(&spec.group_by);
+            if !rule.groups.contains_key(&key) && self.series >= self.max_series {
+                self.overflowed += 1;
+                key = overflow_labels();
+            }
+            let window = spec.window().unwrap_or(Duration::from_secs(1));
+            let is_ratio = matches!(spec.kind, RuleKind::Ratio { .. });
+            let group = rule.groups.entry(key.clone()).or_insert_with(|| {
+                self.series += 1;
+                Group {
+                    labels: key,
+                    num: RollingCount::new(window),
+                    den: is_ratio.then(|| RollingCount::new(window)),
+                    phase: Phase::Inactive,
+                    dirty: false,
+                    first: Vec::new(),
+                    last: VecDeque::new(),
+                    last_event: ev.ts,
+                }
+            });
+            if in_num {
+                group.num.add(ev.ts, 1);
+                group.remember(ev);
+            }
+            if in_den {
+                if let Some(den) = &mut group.den {
+                    den.add(ev.ts, 1);
+                }
+            }
+            group.last_event = group.last_event.max(ev.ts);
+            group.dirty = true;
+        }
+    }
+
+    /// Decides every alert's state at `now`, pushing changes to `out`, and forgets groups
+    /// that are inactive with empty windows. Call it on a steady tick (1 s): time alone
+    /// moves windows and `for`/`keep_firing_for` clocks.
+    pub fn evaluate(&mut self, now: Ts, out: &mut Vec<Alert>) {
+        self.evaluate_groups(now, false, out);
+    }
+
+    /// Like [`evaluate`](Self::evaluate), but only for groups that counted an event since
+    /// their last evaluation: cheap enough to call after every event or batch, so an alert
+    /// fires at the event that tips it rather than at the next tick.
+    pub fn evaluate_touched(&mut self, now: Ts, out: &mut Vec<Alert>) {
+        self.evaluate_groups(now, true, out);
+    }
+
+    fn evaluate_groups(&mut self, now: Ts, only_touched: bool, out: &mut Vec<Alert>) {
+        for rule in &mut self.rules {
+            let spec = &rule.spec;
+            let Some(window) = spec.window() else {
+                continue;
+            };
+            let mut forget = Vec::new();
+            for (key, g) in &mut rule.groups {
+                if only_touched && !g.dirty {
+                    continue;
+                }
+                g.dirty = false;
+                let count = g.num.sum(now);
+                let total = g.den.as_ref().map(|d| d.sum(now));
+                let (value, meaningful) = match (&spec.kind, total) {
+                    (RuleKind::Ratio { min_events, .. }, Some(t)) => (
+                        if t == 0 { 0.0 } else { count as f64 / t as f64 },
+                        t >= *min_events,
+                    ),
+                    _ => (count as f64, true),
+                };
+                let holds = meaningful && spec.op.holds(value, spec.threshold);
+                let alert = |state, since| Alert {
+                    rule: spec.name.clone(),
+                    rule_type: spec.type_name(),
+                    labels: g.labels.clone(),
+                    state,
+                    severity: spec.severity,
+                    value,
+                    threshold: spec.threshold,
+                    op: spec.op,
+                    window_secs: Some(window.as_secs()),
+                    count,
+                    total,
+                    at: now,
+                    since,
+                    summary: spec.summary.clone(),
+                    evidence: g.evidence(),
+                };
+                g.phase = match g.phase {
+                    Phase::Inactive if holds && spec.for_.is_zero() => {
+                        out.push(alert(AlertState::Firing, now));
+                        Phase::Firing {
+                            since: now,
+                            last_true: now,
+                        }
+                    }
+                    Phase::Inactive if holds => Phase::Pending { since: now },
+                    Phase::Inactive => {
+                        // Evidence describes the current episode only.
+                        g.first.clear();
+                        g.last.clear();
+                        if count == 0 && total.unwrap_or(0) == 0 {
+                            forget.push(key.clone());
+                        }
+                        Phase::Inactive
+                    }
+                    Phase::Pending { since } if holds => {
+                        if now.since(since) >= spec.for_ {
+                            out.push(alert(AlertState::Firing, now));
+                            Phase::Firing {
+                                since: now,
+                                last_true: now,
+                            }
+                        } else {
+                            Phase::Pending { since }
+                        }
+                    }
+                    Phase::Pending { .. } => Phase::Inactive,
+                    Phase::Firing { since, last_true } => {
+                        // Hysteresis: once firing, the alert holds until the value drops
+                        // below `clear_below` (if set), not merely to the threshold.
+                        let still =
+                            holds || (meaningful && spec.clear_below.is_some_and(|c| value >= c));
+                        if still {
+                            Phase::Firing {
+                                since,
+                                last_true: now,
+                            }
+                        } else if now.since(last_true) >= spec.keep_firing_for {
+                            out.push(alert(AlertState::Resolved, since));
+                            g.first.clear();
+                            g.last.clear();
+                            Phase::Inactive
+                        } else {
+                            Phase::Firing { since, last_true }
+                        }
+                    }
+                };
+            }
+            for key in forget {
+                rule.groups.remove(&key);
+                self.series -= 1;
+            }
+        }
+    }
+
+    /// Alerts that are pending or firing now.
+    pub fn active(&self) -> Vec<ActiveAlert> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            for g in rule.groups.values() {
+                let (state, since) = match g.phase {
+                    Phase::Inactive => continue,
+                    Phase::Pending { since } => ("pending", since),
+                    Phase::Firing { since, .. } => ("firing", since),
+                };
+                out.push(ActiveAlert {
+                    rule: rule.spec.name.clone(),
+                    labels: g.labels.clone(),
+                    state,
+                    since,
+                    severity: rule.spec.severity,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.rule, &a.labels).cmp(&(&b.rule, &b.labels)));
+        out
+    }
+
+    /// (rule, group) windows held now.
+    pub fn series(&self) -> usize {
+        self.series
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_795_428_000;
+
+    fn at(secs: u64) -> Ts {
+        Ts::from_secs(T0 + secs)
+    }
+
+    fn ev(kind: &str, secs: u64, labels: &[(&str, &str)]) -> Event {
+        Event {
+            ts: at(secs),
+            source: Arc::from("src"),
+            kind: Arc::from(kind),
+            pattern: Arc::from("p"),
+            labels: Labels::from_pairs(labels.iter().copied()),
+            value: None,
+            message: format!("{kind} at {secs}"),
+            signature: None,
+            line: None,
+            lines: 1,
+            folded: 0,
+        }
+    }
+
+    fn count_rule(threshold: f64) -> RuleSpec {
+        let mut r = default_rules().remove(1);
+        r.threshold = threshold;
+        r.kind = RuleKind::Count {
+            kinds: vec![Arc::from("crash")],
+            window: Duration::from_secs(60),
+        };
+        r
+    }
+
+    fn run(engine: &mut RuleEngine, events: &[Event], now: u64) -> Vec<(AlertState, String)> {
+        let mut out = Vec::new();
+        for e in events {
+            engine.observe(e, &mut out);
+        }
+        engine.evaluate(at(now), &mut out);
+        out.iter()
+            .map(|a| (a.state, format!("{}{}", a.rule, a.labels)))
+            .collect()
+    }
+
+    #[test]
+    fn count_fires_above_threshold_and_resolves_when_window_empties() {
+        let mut e = RuleEngine::new(vec![count_rule(1.0)], 100);
+        assert!(run(&mut e, &[ev("crash", 0, &[])], 0).is_empty());
+        let got = run(&mut e, &[ev("crash", 10, &[])], 10);
+        assert_eq!(got, vec![(AlertState::Firing, "crash-frequency".into())]);
+        assert!(run(&mut e, &[], 59).is_empty(), "still 2 in window");
+        // At 60 s the first crash left the window: 1 is not > 1.
+        assert_eq!(
+            run(&mut e, &[], 60),
+            vec![(AlertState::Resolved, "crash-frequency".into())]
+        );
+        assert!(run(&mut e, &[], 61).is_empty());
+    }
+
+    #[test]
+    fn ge_op_fires_at_equality() {
+        let mut r = count_rule(2.0);
+        r.op = Op::Ge;
+        let mut e = RuleEngine::new(vec![r], 100);
+        assert_eq!(
+            run(&mut e, &[ev("crash", 0, &[]), ev("crash", 1, &[])], 1).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn for_delays_firing_and_short_blips_never_fire() {
+        let mut r = count_rule(0.0);
+        r.for_ = Duration::from_secs(30);
+        let mut e = RuleEngine::new(vec![r], 100);
+        assert!(run(&mut e, &[ev("crash", 0, &[])], 0).is_empty());
+        assert_eq!(e.active()[0].state, "pending");
+        assert!(run(&mut e, &[], 29).is_empty());
+        assert_eq!(
+            run(&mut e, &[], 30).len(),
+            1,
+            "fires once `for` has elapsed"
+        );
+        // A blip that ends before `for` elapses never fires.
+        let mut r = count_rule(0.0);
+        r.for_ = Duration::from_secs(120);
+        let mut e = RuleEngine::new(vec![r], 100);
+        assert!(run(&mut e, &[ev("crash", 0, &[])], 0).is_empty());
+        assert!(run(&mut e, &[], 60).is_empty());
+        assert!(run(&mut e, &[], 200).is_empty());
+        assert!(e.active().is_empty());
+    }
+
+    #[test]
+    fn keep_firing_for_delays_resolution() {
+        let mut r = count_rule(0.0);
+        r.keep_firing_for = Duration::from_secs(30);
+        let mut e = RuleEngine::new(vec![r], 100);
+        assert_eq!(run(&mut e, &[ev("crash", 0, &[])], 0).len(), 1);
+        assert!(run(&mut e, &[], 59).is_empty(), "still true at 59");
+        assert!(
+            run(&mut e, &[], 60).is_empty(),
+            "false since 60: keep firing"
+        );
+        assert!(run(&mut e, &[], 88).is_empty());
+        assert_eq!(
+            run(&mut e, &[], 89)[0].0,
+            AlertState::Resolved,
+            "30 s after last true"
+        );
+    }
+
+    fn ratio_rule() -> RuleSpec {
+        default_rules().remove(0)
+    }
+
+    #[test]
+    fn ratio_needs_min_events_then_fires_and_clear_below_holds() {
+        let mut r = ratio_rule();
+        r.clear_below = Some(0.02);
+        let mut e = RuleEngine::new(vec![r], 100);
+        // 3 errors of 10: 30%, but below min_events 20.
+        let mut evs: Vec<Event> = (0..7).map(|i| ev("processed", i, &[])).collect();
+        evs.extend((0..3).map(|i| ev("error", i, &[])));
+        assert!(run(&mut e, &evs, 10).is_empty());
+        // 20 events, 3 errors: 15% > 5%.
+        let evs: Vec<Event> = (0..10).map(|i| ev("processed", 10 + i, &[])).collect();
+        let got = run(&mut e, &evs, 20);
+        assert_eq!(got, vec![(AlertState::Firing, "error-rate".into())]);
+        // 3 of 100 = 3%: below 5% but not below clear_below 2%: still firing.
+        let evs: Vec<Event> = (0..80).map(|_| ev("processed", 30, &[])).collect();
+        assert!(run(&mut e, &evs, 30).is_empty());
+        // 3 of 200 = 1.5%: resolves.
+        let evs: Vec<Event> = (0..100).map(|_| ev("downloaded", 31, &[])).collect();
+        assert_eq!(run(&mut e, &evs, 31)[0].0, AlertState::Resolved);
+    }
+
+    #[test]
+    fn group_by_splits_alerts_and_matchers_filter() {
+        let mut r = count_rule(0.0);
+        r.group_by = vec![Arc::from("worker")];
+        r.matchers = vec![(Arc::from("queue"), "emails".into())];
+        let mut e = RuleEngine::new(vec![r], 100);
+        let got = run(
+            &mut e,
+            &[
+                ev("crash", 0, &[("worker", "a"), ("queue", "emails")]),
+                ev("crash", 0, &[("worker", "b"), ("queue", "emails")]),
+                ev("crash", 0, &[("worker", "c"), ("queue", "other")]),
+            ],
+            0,
+        );
+        let mut names: Vec<String> = got.into_iter().map(|(_, n)| n).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "crash-frequency{worker=\"a\"}".to_string(),
+                "crash-frequency{worker=\"b\"}".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn any_rule_alerts_per_event_without_resolution() {
+        let mut e = RuleEngine::new(default_rules(), 100);
+        let got = run(&mut e, &[ev("oom", 0, &[]), ev("oom", 1, &[])], 1);
+        let ooms: Vec<_> = got
+            .iter()
+            .filter(|(s, _)| *s == AlertState::Event)
+            .collect();
+        assert_eq!(ooms.len(), 2);
+        // The two OOMs also trip crash-frequency (2 > 1 in 1h).
+        assert!(got.contains(&(AlertState::Firing, "crash-frequency".into())));
+    }
+
+    #[test]
+    fn series_cap_routes_new_groups_to_overflow() {
+        let mut r = count_rule(100.0);
+        r.group_by = vec![Arc::from("worker")];
+        let mut e = RuleEngine::new(vec![r], 3);
+        let evs: Vec<Event> = (0..10)
+            .map(|i| ev("crash", 0, &[("worker", &format!("w{i}"))]))
+            .collect();
+        run(&mut e, &evs, 0);
+        assert_eq!(e.series(), 4, "3 groups plus the overflow group");
+        assert_eq!(e.overflowed, 7);
+    }
+
+    #[test]
+    fn idle_groups_are_forgotten() {
+        let mut r = count_rule(5.0);
+        r.group_by = vec![Arc::from("worker")];
+        let mut e = RuleEngine::new(vec![r], 100);
+        run(&mut e, &[ev("crash", 0, &[("worker", "a")])], 0);
+        assert_eq!(e.series(), 1);
+        run(&mut e, &[], 120);
+        assert_eq!(e.series(), 0);
+    }
+
+    #[test]
+    fn evidence_keeps_first_and_last_lines() {
+        let mut e = RuleEngine::new(vec![count_rule(5.0)], 100);
+        let evs: Vec<Event> = (0..10).map(|i| ev("crash", i, &[])).collect();
+        let mut out = Vec::new();
+        for x in &evs {
+            e.observe(x, &mut out);
+        }
+        e.evaluate(at(10), &mut out);
+        assert_eq!(
+            out[0].evidence,
+            vec![
+                "crash at 0",
+                "crash at 1",
+                "crash at 7",
+                "crash at 8",
+                "crash at 9"
+            ]
+        );
+    }
+
+    #[test]
+    fn truncate_chars_marks_cut() {
+        assert_eq!(truncate_chars("héllo", 2), "hé…");
+        assert_eq!(truncate_chars("hi", 2), "hi");
+    }
+}

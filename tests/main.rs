@@ -1,0 +1,5 @@
+//! Integration tests, linked into one binary (`autotests = false`): on a 2-core machine one
+//! link beats many. Each module names what it covers.
+
+mod cli;
+mod common;
