@@ -276,20 +276,19 @@ impl PatternSet {
         for (file, raw) in &raws {
             let pattern = compile_one(file, raw, &index)?;
             uses_text_anchors |= has_text_anchor(&raw.regex);
-            if !kinds.iter().any(|k| *k == pattern.kind) {
+            if !kinds.contains(&pattern.kind) {
                 kinds.push(pattern.kind.clone());
             }
             patterns.push(pattern);
         }
         let sources: Vec<&str> = raws.iter().map(|(_, p)| p.regex.as_str()).collect();
-        let set = build_many(&sources, MatchKind::All, false)
-            .map_err(|e| set_error(&raws, e.to_string()))?;
+        let set = build_many(&sources, MatchKind::All, false).map_err(|e| set_error(&raws, e))?;
         let scan = if uses_text_anchors || sources.is_empty() {
             None
         } else {
             Some(
                 build_many(&sources, MatchKind::LeftmostFirst, true)
-                    .map_err(|e| set_error(&raws, e.to_string()))?,
+                    .map_err(|e| set_error(&raws, e))?,
             )
         };
         Ok(PatternSet {
@@ -426,11 +425,7 @@ impl PatternSet {
     }
 }
 
-fn build_many(
-    pats: &[&str],
-    kind: MatchKind,
-    multi_line: bool,
-) -> Result<meta::Regex, meta::BuildError> {
+fn build_many(pats: &[&str], kind: MatchKind, multi_line: bool) -> Result<meta::Regex, String> {
     let mut b = meta::Builder::new();
     b.configure(
         meta::Config::new()
@@ -450,7 +445,7 @@ fn build_many(
             .multi_line(multi_line)
             .crlf(multi_line),
     );
-    b.build_many(pats)
+    b.build_many(pats).map_err(|e| e.to_string())
 }
 
 fn set_error(raws: &[(&str, &RawPattern)], message: String) -> PatternError {
@@ -535,7 +530,7 @@ fn compile_one(
     } else {
         Some(
             build_many(&excludes, MatchKind::LeftmostFirst, false)
-                .map_err(|e| invalid(file, name, "exclude", e.to_string()))?,
+                .map_err(|e| invalid(file, name, "exclude", e))?,
         )
     };
     let group = |field: &str, cap: &str| -> Result<usize, PatternError> {

@@ -36,6 +36,6 @@ impl Clock {
 
     /// Now.
     pub fn now(&self) -> Ts {
-        self.anchor_wall.add(self.anchor.elapsed())
+        self.anchor_wall.plus(self.anchor.elapsed())
     }
 }

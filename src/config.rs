@@ -704,7 +704,7 @@ fn validate_source(
             ))
         }
     };
-    for (k, _) in &s.labels {
+    for k in s.labels.keys() {
         if !valid_label_name(k) {
             return Err(inv(
                 format!("{at}.labels"),

@@ -35,7 +35,7 @@ impl Ts {
     }
 
     /// `self + d`, saturating.
-    pub fn add(self, d: std::time::Duration) -> Ts {
+    pub fn plus(self, d: std::time::Duration) -> Ts {
         Ts(self.0.saturating_add(d.as_millis() as u64))
     }
 

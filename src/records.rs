@@ -530,7 +530,7 @@ impl Classifier {
             self.stats.events += 1;
             out.push(ev);
         } else {
-            let until = ev.ts.add(p.fold_window);
+            let until = ev.ts.plus(p.fold_window);
             state.held.push(Held {
                 event: ev,
                 pattern,

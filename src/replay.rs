@@ -202,13 +202,10 @@ pub fn replay(
     let mut clock: Option<Ts> = None;
     let mut events = Vec::new();
     let mut alerts = Vec::new();
-    loop {
-        let Some(i) = (0..heads.len())
-            .filter(|&i| heads[i].is_some())
-            .min_by_key(|&i| heads[i].as_ref().map(|h| h.0))
-        else {
-            break;
-        };
+    while let Some(i) = (0..heads.len())
+        .filter(|&i| heads[i].is_some())
+        .min_by_key(|&i| heads[i].as_ref().map(|h| h.0))
+    {
         let (at, bytes, truncated) = heads[i].take().expect("selected head is some");
         // Lines may step back in time a little (interleaved writers); the clock never does.
         let now = clock.map_or(at, |c| c.max(at));
@@ -264,7 +261,7 @@ pub fn replay(
     );
     if let Some(end) = clock {
         // Let windows run out after the last line, so what would have resolved does.
-        let stop = end.add(horizon);
+        let stop = end.plus(horizon);
         advance(
             end,
             stop,
@@ -295,7 +292,7 @@ fn timed_next(
         Some(t) => t,
         None => {
             report.untimed_lines += 1;
-            f.last.map_or(Ts(0), |l| l.add(f.step))
+            f.last.map_or(Ts(0), |l| l.plus(f.step))
         }
     };
     f.last = Some(at);
@@ -337,7 +334,7 @@ fn advance(
 ) {
     let mut s = from.secs() + 1;
     let end = to.secs();
-    let skip_after = from.add(horizon).secs();
+    let skip_after = from.plus(horizon).secs();
     while s <= end {
         let t = Ts::from_secs(s);
         classifier.tick(t, events);

@@ -1,1 +1,252 @@
-//! CLI tests: run the real binary.
+//! CLI tests: the real binary on fixtures, as a user would run it.
+
+use crate::common::{fixture, repo, run_with_stdin, stderr, stdout};
+
+fn demo() -> Vec<u8> {
+    std::fs::read(fixture("demo/worker.log")).expect("demo log")
+}
+
+#[test]
+fn run_on_stdin_prints_alerts_and_summary() {
+    let out = run_with_stdin(&[], &demo());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("ALERT critical oom"), "{text}");
+    assert!(text.contains("FIRING warning error-rate: ratio"), "{text}");
+    assert!(text.contains("FIRING critical crash-frequency"), "{text}");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "read {} lines",
+            demo().split(|&b| b == b'\n').count() - 1
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn events_output_is_one_json_object_per_incident() {
+    let out = run_with_stdin(&["run", "--events", "-"], &demo());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("event JSON"))
+        .collect();
+    assert!(!events.is_empty());
+    for e in &events {
+        for key in ["ts", "source", "kind", "labels", "message"] {
+            assert!(e.get(key).is_some(), "{key} missing in {e}");
+        }
+    }
+    // A traceback is one event whose message is the exception line; it has no single `line`.
+    let tb = events
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("requests.exceptions.ConnectionError")
+        })
+        .expect("traceback event");
+    assert_eq!(tb["kind"], "error");
+    assert!(tb["lines"].as_u64().unwrap() >= 6, "{tb}");
+    assert!(tb.get("line").is_none());
+    // A single-line event carries its raw line.
+    let ok = events
+        .iter()
+        .find(|e| e["kind"] == "processed")
+        .expect("processed event");
+    assert_eq!(ok["line"], ok["message"]);
+}
+
+#[test]
+fn check_accepts_shipped_configs() {
+    for f in ["config/logwarden.toml", "config/minimal.toml"] {
+        let out = run_with_stdin(&["check", "--config", repo(f).to_str().unwrap()], b"");
+        assert!(out.status.success(), "{f}: {}", stderr(&out));
+        assert!(stdout(&out).contains(": ok ("), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn check_rejects_bad_configs_naming_file_place_and_value() {
+    let cases = [
+        ("bad-unknown-key.toml", vec!["line 2", "max_line_bytez"]),
+        (
+            "bad-regex.toml",
+            vec!["\"lookahead\"", "look-around", "timeout(?= after)"],
+        ),
+        (
+            "bad-rule.toml",
+            vec![
+                "rule[0] \"too-many-errors\".kinds",
+                "unknown kind \"errors\"",
+            ],
+        ),
+        ("bad-duration.toml", vec!["line 5", "\"5 fortnights\""]),
+    ];
+    for (file, needles) in cases {
+        let path = fixture(&format!("config/{file}"));
+        let out = run_with_stdin(&["check", "--config", path.to_str().unwrap()], b"");
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        let err = stderr(&out);
+        assert!(err.contains(path.to_str().unwrap()), "{file}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{file}: {n:?} not in {err}");
+        }
+    }
+    let out = run_with_stdin(&["check", "--config", "/nonexistent/x.toml"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/x.toml"));
+}
+
+#[test]
+fn run_with_bad_config_exits_2_before_reading() {
+    let path = fixture("config/bad-rule.toml");
+    let out = run_with_stdin(&["run", "--config", path.to_str().unwrap()], &demo());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn classify_lines_counts_match_tsv() {
+    let log = fixture("demo/worker.log");
+    let out = run_with_stdin(
+        &[
+            "classify",
+            "--lines",
+            "--format",
+            "counts",
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let counts: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let patterns: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let sample: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert!(patterns["patterns"].is_object());
+    assert!(sample["unmatched_sample"].is_array());
+
+    // The same file through the per-line tsv path: identical counts.
+    let out = run_with_stdin(
+        &[
+            "classify",
+            "--lines",
+            "--format",
+            "tsv",
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let tsv = stdout(&out);
+    let mut from_tsv = std::collections::BTreeMap::<String, u64>::new();
+    for l in tsv.lines() {
+        *from_tsv
+            .entry(l.split('\t').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let total: u64 = counts
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total as usize, tsv.lines().count());
+    for (k, n) in &from_tsv {
+        assert_eq!(counts[k].as_u64(), Some(*n), "kind {k}");
+    }
+}
+
+#[test]
+fn classify_records_folds_tracebacks() {
+    let log = fixture("demo/worker.log");
+    let out = run_with_stdin(
+        &["classify", "--format", "counts", log.to_str().unwrap()],
+        b"",
+    );
+    let first = stdout(&out).lines().next().unwrap().to_string();
+    let counts: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let lines_out = run_with_stdin(
+        &[
+            "classify",
+            "--lines",
+            "--format",
+            "counts",
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let per_line: serde_json::Value =
+        serde_json::from_str(stdout(&lines_out).lines().next().unwrap()).unwrap();
+    // Per line, each traceback counts its header and exception line; as records, once.
+    assert!(
+        counts["error"].as_u64().unwrap() < per_line["error"].as_u64().unwrap(),
+        "{counts} vs {per_line}"
+    );
+}
+
+#[test]
+fn replay_prints_notifications_at_log_time_in_order() {
+    let cfg = fixture("config/replay.toml");
+    let log = fixture("demo/worker.log");
+    let out = run_with_stdin(
+        &[
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty(), "{}", stderr(&out));
+    // Times come from the log (2026-11-23 10:0x), not from the wall clock, and are ordered.
+    let times: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert!(
+        times.iter().all(|t| t.starts_with("2026-11-23T10:0")),
+        "{text}"
+    );
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+    assert!(text.contains("FIRING critical crashes"), "{text}");
+    // The crashes leave the 1-minute window after the log ends: resolved, at log time.
+    assert!(text.contains("RESOLVED critical crashes"), "{text}");
+    assert!(
+        stderr(&out).contains("replayed 187 lines"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn hostile_input_is_counted_and_survived() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"ERROR ok line\r\n");
+    input.extend_from_slice(b"bad utf8 \xff\xfe here\n");
+    input.extend_from_slice(b"nul \x00 bytes\n");
+    input.extend(std::iter::repeat_n(b'x', 10 << 20)); // a 10 MB line
+    input.extend_from_slice(b"\nlast line without newline");
+    let out = run_with_stdin(&["run", "--events", "-"], &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("read 5 lines"), "{err}");
+    assert!(err.contains("1 lines truncated"), "{err}");
+    assert!(err.contains("1 lines not UTF-8"), "{err}");
+}
+
+#[test]
+fn help_and_version() {
+    let out = run_with_stdin(&["--help"], b"");
+    let text = stdout(&out);
+    for cmd in ["run", "check", "classify", "replay", "patterns"] {
+        assert!(text.contains(cmd), "{text}");
+    }
+    let out = run_with_stdin(&["--version"], b"");
+    assert!(stdout(&out).starts_with("logwarden "));
+}
