@@ -31,8 +31,6 @@ const CLASSIFY_TICK: Duration = Duration::from_millis(200);
 /// Options of `logwarden run` beyond the config file.
 #[derive(Default)]
 pub struct RunOptions {
-    /// Paths or globs from the command line: file sources added to the config's.
-    pub paths: Vec<String>,
     /// Where to write every event as a JSON line.
     pub events: Option<Box<dyn Write + Send>>,
     /// Where stdout receivers write (default: the process's stdout).
@@ -98,7 +96,6 @@ pub async fn run(
     let (alert_tx, alert_rx) = mpsc::channel(cap.max(256));
 
     let mut srcs: Vec<SourceConfig> = config.sources.clone();
-    srcs.extend(opts.paths.iter().map(|p| SourceConfig::files(p)));
     if srcs.is_empty() {
         srcs.push(SourceConfig::stdin());
     }

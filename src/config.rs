@@ -676,7 +676,15 @@ fn validate_source(
     };
     let input = match (s.stdin, s.path) {
         (true, None) => SourceInput::Stdin,
-        (false, Some(p)) if !p.trim().is_empty() => SourceInput::Files { glob: p },
+        (false, Some(p)) if !p.trim().is_empty() => {
+            if let Err(e) = glob::Pattern::new(&p) {
+                return Err(inv(
+                    format!("{at}.path"),
+                    format!("invalid glob {p:?}: {e}"),
+                ));
+            }
+            SourceInput::Files { glob: p }
+        }
         (true, Some(p)) => {
             return Err(inv(
                 format!("{at}.path"),

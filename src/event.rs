@@ -98,6 +98,9 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 pub struct Line {
     /// Name of the source the line came from (`stdin`, or the `[[source]]` name).
     pub source: Arc<str>,
+    /// Which byte stream of the source the line came from (a file's open sequence number;
+    /// 0 for stdin), so a multi-line record never joins lines of two files.
+    pub stream: u64,
     /// Static labels of the source (`labels = { worker = "w1" }`), shared by all its lines.
     pub labels: Labels,
     /// The line's bytes without the line terminator.

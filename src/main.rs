@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use logwarden::classify::{self, PatternSet};
-use logwarden::config::{Config, ConfigError};
+use logwarden::config::{Config, ConfigError, Format, ReceiverKind, SourceConfig, StartAt};
 use logwarden::{app, notify, replay};
 
 /// Watches job workers through their logs and tells people when something is wrong.
@@ -71,9 +71,24 @@ struct RunArgs {
     /// Write every classified event as a JSON line to FILE, or '-' for stdout.
     #[arg(long, value_name = "FILE")]
     events: Option<String>,
+    /// Format of notifications on stdout (overrides the config's stdout receivers).
+    #[arg(long, value_enum)]
+    format: Option<OutFormat>,
+    /// Directory for checkpoints and alert state (overrides `state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Read files without a checkpoint from their beginning instead of their end.
+    #[arg(long)]
+    from_beginning: bool,
     /// Files or globs to tail, in addition to the config's sources.
     #[arg(value_name = "PATH")]
     paths: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -193,7 +208,29 @@ fn open_output(path: &str) -> anyhow::Result<Box<dyn Write + Send>> {
 }
 
 fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
-    let config = load(args.config.as_deref())?;
+    let mut config = load(args.config.as_deref())?;
+    config
+        .sources
+        .extend(args.paths.iter().map(|p| SourceConfig::files(p)));
+    if args.from_beginning {
+        for s in &mut config.sources {
+            s.start_at = StartAt::Beginning;
+        }
+    }
+    if let Some(dir) = args.state_dir {
+        config.state_dir = Some(dir);
+    }
+    if let Some(f) = args.format {
+        let format = match f {
+            OutFormat::Text => Format::Text,
+            OutFormat::Json => Format::Json,
+        };
+        config.receivers = config.receivers_or_default();
+        for r in &mut config.receivers {
+            let ReceiverKind::Stdout { format: rf } = &mut r.kind;
+            *rf = format;
+        }
+    }
     let events = args.events.as_deref().map(open_output).transpose()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -203,12 +240,16 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     let report = rt.block_on(app::run(
         config,
         app::RunOptions {
-            paths: args.paths,
             events,
             stdout: None,
         },
         shutdown_signal(),
-    ))?;
+    ));
+    // Tokio reads stdin on a blocking thread that stays in read(2) while the writer keeps the
+    // pipe open; dropping the runtime would wait for it forever after a SIGTERM. Everything
+    // that matters has drained by now.
+    rt.shutdown_background();
+    let report = report?;
     eprintln!("logwarden: {}", report.summary());
     Ok(())
 }

@@ -182,7 +182,8 @@ pub struct Classifier {
     records: RecordConfig,
     max_label_values: usize,
     label_values: HashMap<Arc<str>, HashSet<Arc<str>>>,
-    sources: HashMap<Arc<str>, SourceState>,
+    /// Open records and held events per (source, stream).
+    sources: HashMap<(Arc<str>, u64), SourceState>,
     /// Sources whose lines are not joined into records (`multiline = false`).
     single_line_sources: HashSet<Arc<str>>,
     /// What was seen so far.
@@ -227,7 +228,8 @@ impl Classifier {
         if std::str::from_utf8(&line.bytes).is_err() {
             self.stats.invalid_utf8 += 1;
         }
-        let mut state = self.sources.remove(&line.source).unwrap_or_default();
+        let key = (line.source.clone(), line.stream);
+        let mut state = self.sources.remove(&key).unwrap_or_default();
         self.release_held(&mut state, line.at, out);
         let multiline = !self.single_line_sources.contains(&line.source);
 
@@ -240,7 +242,7 @@ impl Classifier {
                     } else {
                         state.open = Some(rec);
                     }
-                    self.sources.insert(line.source.clone(), state);
+                    self.sources.insert(key.clone(), state);
                     return;
                 }
                 Continue::Ended => {
@@ -261,7 +263,7 @@ impl Classifier {
                     lines: vec![first],
                     message: 0,
                 });
-                self.sources.insert(line.source.clone(), state);
+                self.sources.insert(key.clone(), state);
                 return;
             }
         }
@@ -285,40 +287,42 @@ impl Classifier {
                 self.emit_or_hold(&mut state, ev, i, out);
             }
         }
-        self.sources.insert(line.source.clone(), state);
+        self.sources.insert(key.clone(), state);
     }
 
     /// Closes records idle for `timeout` and fold windows that have passed, as of `now`.
     pub fn tick(&mut self, now: Ts, out: &mut Vec<Event>) {
         let timeout = self.records.timeout;
-        let keys: Vec<Arc<str>> = self.sources.keys().cloned().collect();
-        for source in keys {
-            let Some(mut state) = self.sources.remove(&source) else {
+        let keys: Vec<(Arc<str>, u64)> = self.sources.keys().cloned().collect();
+        for key in keys {
+            let Some(mut state) = self.sources.remove(&key) else {
                 continue;
             };
+            let source = &key.0;
             if let Some(rec) = state.open.take() {
                 if now.since(rec.last_at) >= timeout {
-                    self.close_record(&mut state, rec, &source, out);
+                    self.close_record(&mut state, rec, source, out);
                 } else {
                     state.open = Some(rec);
                 }
             }
             self.release_held(&mut state, now, out);
             if state.open.is_some() || !state.held.is_empty() {
-                self.sources.insert(source, state);
+                self.sources.insert(key.clone(), state);
             }
         }
     }
 
     /// Ends the input: closes every record and releases every held event.
     pub fn finish(&mut self, out: &mut Vec<Event>) {
-        let keys: Vec<Arc<str>> = self.sources.keys().cloned().collect();
-        for source in keys {
-            let Some(mut state) = self.sources.remove(&source) else {
+        let keys: Vec<(Arc<str>, u64)> = self.sources.keys().cloned().collect();
+        for key in keys {
+            let Some(mut state) = self.sources.remove(&key) else {
                 continue;
             };
+            let source = &key.0;
             if let Some(rec) = state.open.take() {
-                self.close_record(&mut state, rec, &source, out);
+                self.close_record(&mut state, rec, source, out);
             }
             self.release_held(&mut state, Ts(u64::MAX), out);
         }
@@ -650,6 +654,7 @@ mod tests {
         for (i, l) in text.lines().enumerate() {
             let line = Line {
                 source: Arc::from("s"),
+                stream: 0,
                 labels: Labels::from_pairs([("worker", "w1")]),
                 bytes: l.as_bytes().to_vec(),
                 truncated: false,
@@ -783,6 +788,7 @@ mod tests {
         for (i, l) in PY_TB.lines().enumerate() {
             let line = Line {
                 source: Arc::from("s"),
+                stream: 0,
                 labels: Labels::new(),
                 bytes: l.as_bytes().to_vec(),
                 truncated: false,
@@ -849,6 +855,41 @@ mod tests {
             2,
             "header and exception line separately: {:?}",
             kinds(&evs)
+        );
+    }
+
+    #[test]
+    fn records_of_two_files_in_one_source_do_not_mix() {
+        let mut c = classifier();
+        let mut out = Vec::new();
+        let lines = [
+            (1, "Traceback (most recent call last):"),
+            (2, "Traceback (most recent call last):"),
+            (1, "  File \"a.py\", line 1, in f"),
+            (2, "  File \"b.py\", line 1, in g"),
+            (2, "KeyError: 'b'"),
+            (1, "MemoryError"),
+        ];
+        for (i, (stream, text)) in lines.iter().enumerate() {
+            let line = Line {
+                source: Arc::from("s"),
+                stream: *stream,
+                labels: Labels::new(),
+                bytes: text.as_bytes().to_vec(),
+                truncated: false,
+                at: Ts(i as u64),
+            };
+            c.push(&line, &mut out);
+        }
+        c.finish(&mut out);
+        let mut got = kinds(&out);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("error".into(), "KeyError: 'b'".into()),
+                ("oom".into(), "MemoryError".into())
+            ]
         );
     }
 

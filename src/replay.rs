@@ -226,6 +226,7 @@ pub fn replay(
         report.first.get_or_insert(now);
         let line = Line {
             source: files[i].name.clone(),
+            stream: i as u64,
             labels: Labels::new(),
             bytes,
             truncated,

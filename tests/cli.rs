@@ -250,3 +250,71 @@ fn help_and_version() {
     let out = run_with_stdin(&["--version"], b"");
     assert!(stdout(&out).starts_with("logwarden "));
 }
+
+#[test]
+fn format_json_prints_one_object_per_notification() {
+    let out = run_with_stdin(&["run", "--format", "json"], &demo());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let alerts: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("notification JSON"))
+        .collect();
+    assert!(alerts.len() >= 3);
+    let rate = alerts
+        .iter()
+        .find(|a| a["rule"] == "error-rate")
+        .expect("error-rate alert");
+    assert_eq!(rate["state"], "firing");
+    assert_eq!(rate["severity"], "warning");
+    assert!(rate["value"].as_f64().unwrap() > 0.05);
+    assert_eq!(rate["window_secs"], 300);
+    assert!(!rate["evidence"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly_while_stdin_is_open() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::common::bin())
+        .args(["run", "--events", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // One write (atomic below PIPE_BUF, so read whole): a line that becomes an event at once,
+    // then a traceback with no line after it, which only the drain can close.
+    stdin
+        .write_all(b"[2026-11-23 10:00:00,000: INFO/ForkPoolWorker-1] Task t.x[1a2b3c4d-0000-4000-8000-000000000001] succeeded in 0.1s: None\nTraceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nMemoryError\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap(); // the first event: the child has read our bytes
+    assert!(first.contains("\"processed\""), "{first}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    assert!(status.success(), "exit {status:?}: {err}");
+    let events = rest.lines().filter(|l| l.starts_with('{')).count();
+    assert_eq!(
+        events, 1,
+        "the open record was flushed as one event: {rest}"
+    );
+    assert!(rest.contains("ALERT critical oom"), "{rest}");
+    assert!(err.contains("received signal"), "{err}");
+}

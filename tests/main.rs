@@ -3,3 +3,6 @@
 
 mod cli;
 mod common;
+mod corpus;
+mod tail;
+mod tail_run;

@@ -40,6 +40,7 @@ pub async fn run<R: AsyncRead + Unpin>(
         let mut emit = |l: super::SplitLine<'_>| {
             batch.push(Line {
                 source: name.clone(),
+                stream: 0,
                 labels: labels.clone(),
                 bytes: l.bytes.to_vec(),
                 truncated: l.truncated,
