@@ -62,16 +62,7 @@ impl LineSplitter {
                         emit(SplitLine { bytes, truncated });
                     } else {
                         self.append(head);
-                        let truncated = self.overflowing;
-                        if !truncated && self.partial.last() == Some(&b'\r') {
-                            self.partial.pop();
-                        }
-                        emit(SplitLine {
-                            bytes: &self.partial,
-                            truncated,
-                        });
-                        self.partial.clear();
-                        self.overflowing = false;
+                        self.emit_buffered(&mut emit);
                     }
                     data = rest;
                 }
@@ -86,17 +77,21 @@ impl LineSplitter {
     /// Ends the input: emits a pending partial line, if any (a final line without `\n`).
     pub fn finish(&mut self, mut emit: impl FnMut(SplitLine<'_>)) {
         if !self.partial.is_empty() || self.overflowing {
-            let truncated = self.overflowing;
-            if !truncated && self.partial.last() == Some(&b'\r') {
-                self.partial.pop();
-            }
-            emit(SplitLine {
-                bytes: &self.partial,
-                truncated,
-            });
+            self.emit_buffered(&mut emit);
         }
-        self.partial.clear();
-        self.overflowing = false;
+    }
+
+    /// Emits the buffered line (stripping one `\r` unless it was cut) and empties the buffer.
+    fn emit_buffered(&mut self, emit: &mut impl FnMut(SplitLine<'_>)) {
+        let truncated = self.overflowing;
+        if !truncated && self.partial.last() == Some(&b'\r') {
+            self.partial.pop();
+        }
+        emit(SplitLine {
+            bytes: &self.partial,
+            truncated,
+        });
+        self.reset();
     }
 
     /// Drops a pending partial line (e.g. after a file was truncated under us).
