@@ -191,8 +191,8 @@ pub struct Pattern {
     /// (label name, capture group index).
     labels: Vec<(Arc<str>, usize)>,
     value: Option<usize>,
-    /// Indexes (into the set) of the patterns this one folds.
-    pub folds: Vec<usize>,
+    /// What this pattern's events fold: later events of these patterns, or whole records.
+    pub folds: Vec<FoldTarget>,
     /// Fold window. Default 2s.
     pub fold_window: Duration,
     /// Whether the pattern needs captures at all.
@@ -204,6 +204,19 @@ impl Pattern {
     pub fn regex(&self) -> &str {
         self.regex.as_str()
     }
+}
+
+/// Multi-line record kinds (see `records`), as named in `folds = ["record:python"]`.
+pub const RECORD_KINDS: [&str; 4] = ["python", "java", "go", "rust"];
+
+/// A follow-up that a pattern's event absorbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoldTarget {
+    /// An event won by this pattern (index into the set).
+    Pattern(usize),
+    /// A multi-line record of this kind, whatever pattern won it (e.g. the traceback that
+    /// Celery prints after `Task … raised unexpected: …`).
+    Record(&'static str),
 }
 
 /// Default fold window.
@@ -556,8 +569,22 @@ fn compile_one(
     };
     let mut folds = Vec::new();
     for f in &raw.folds {
+        if let Some(kind) = f.strip_prefix("record:") {
+            match RECORD_KINDS.iter().find(|k| **k == kind) {
+                Some(k) => folds.push(FoldTarget::Record(k)),
+                None => {
+                    return Err(invalid(
+                        file,
+                        name,
+                        "folds",
+                        format!("unknown record kind {f:?} (known: record:python, record:java, record:go, record:rust)"),
+                    ))
+                }
+            }
+            continue;
+        }
         match index.get(f.as_str()) {
-            Some(&i) => folds.push(i),
+            Some(&i) => folds.push(FoldTarget::Pattern(i)),
             None => {
                 return Err(invalid(
                     file,

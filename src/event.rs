@@ -236,6 +236,9 @@ pub struct Event {
     pub line: Option<String>,
     /// Physical lines in the incident (1 for a plain line).
     pub lines: u32,
+    /// The multi-line record kind (`python`, `java`, `go`, `rust`) when the event is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<&'static str>,
     /// How many follow-up events were folded into this one.
     #[serde(skip_serializing_if = "is_zero")]
     pub folded: u32,

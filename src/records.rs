@@ -7,7 +7,8 @@
 //!    the final exception line; Java: the deepest `Caused by:`; Go and Rust: the header).
 //!    A record ends at the first line that cannot continue it, at `max_lines`, or when no
 //!    line arrived for `timeout` (the daemon's tick calls [`Classifier::tick`]).
-//! 2. **Incidents.** A pattern may list `folds`: events of those patterns that follow it from
+//! 2. **Incidents.** A pattern may list `folds` (pattern names, or `record:python|java|go|rust`
+//!    for a whole multi-line record): events of those that follow it from
 //!    the same source within its `fold_window` are folded into its event, so one SIGKILLed
 //!    Celery child (an `exited with signal 9` record plus a `WorkerLostError` traceback)
 //!    counts once. An event that can fold others is held until its window closes.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use regex::bytes::Regex;
 
-use crate::classify::{kind_rank, PatternSet, Scratch};
+use crate::classify::{kind_rank, FoldTarget, PatternSet, Scratch};
 use crate::config::RecordConfig;
 use crate::event::{display_text, Event, Labels, Line, Ts};
 
@@ -53,6 +54,18 @@ enum Mode {
     Rust { take_next: bool },
 }
 
+impl Mode {
+    /// The name used in events and in `folds = ["record:…"]`.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Python { .. } => "python",
+            Mode::Java => "java",
+            Mode::Go => "go",
+            Mode::Rust { .. } => "rust",
+        }
+    }
+}
+
 /// Recognises record starts and continuations. Built once.
 #[derive(Debug)]
 struct Grammar {
@@ -84,7 +97,7 @@ impl Grammar {
             rust_start: re(r"thread '[^']*' panicked at "),
             rust_cont: re(r"^(?:note: |stack backtrace:|\s+[0-9]+: |\s+at )"),
             py_chain: re(
-                r"^(?:During handling of the above exception|The above exception was the direct cause|Traceback \(most recent call last\):)",
+                r"^(?:During handling of the above exception|The above exception was the direct cause)",
             ),
         }
     }
@@ -166,6 +179,8 @@ struct Held {
     event: Event,
     pattern: usize,
     until: Ts,
+    /// Which of the pattern's fold targets were absorbed already.
+    used: Vec<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -356,9 +371,15 @@ impl Classifier {
         let take = match &mut rec.mode {
             Mode::Python { after_exception } => {
                 let indented = body.first().is_some_and(|c| c.is_ascii_whitespace());
-                if body.is_empty() || g.py_chain.is_match(body) {
+                if body.is_empty() {
+                    true
+                } else if g.py_chain.is_match(body) {
                     *after_exception = false;
                     true
+                } else if g.python_start.is_match(body) {
+                    // Chained tracebacks are introduced by a phrase above; a bare header after
+                    // an exception line is the next incident.
+                    !*after_exception
                 } else if *after_exception {
                     false
                 } else if indented {
@@ -456,6 +477,8 @@ impl Classifier {
         );
         if single {
             ev.line = Some(rec.lines[0].text.clone());
+        } else {
+            ev.record = Some(rec.mode.name());
         }
         self.emit_or_hold(state, ev, winner, out);
     }
@@ -491,6 +514,7 @@ impl Classifier {
             message,
             signature,
             lines,
+            record: None,
             folded: 0,
         }
     }
@@ -516,10 +540,30 @@ impl Classifier {
         pattern: usize,
         out: &mut Vec<Event>,
     ) {
-        // A follow-up of a held event is folded into it.
-        if let Some(h) = state.held.iter_mut().find(|h| {
-            ev.ts <= h.until && self.patterns.patterns()[h.pattern].folds.contains(&pattern)
-        }) {
+        // A follow-up of a held event is folded into it; each fold target at most once, so
+        // in a busy worker one incident cannot swallow the next one's follow-ups.
+        let patterns = &self.patterns;
+        let target = state.held.iter_mut().find_map(|h| {
+            if ev.ts > h.until {
+                return None;
+            }
+            let folds = &patterns.patterns()[h.pattern].folds;
+            // A pattern target may fold several follow-ups (Celery reports a lost worker as an
+            // ERROR line and again as a traceback); a record target folds one record, so in a
+            // busy worker one failure cannot swallow the next failure's traceback.
+            let j = folds.iter().position(|f| match f {
+                FoldTarget::Pattern(p) => *p == pattern,
+                FoldTarget::Record(kind) => ev.record == Some(*kind),
+            })?;
+            if matches!(folds[j], FoldTarget::Record(_)) {
+                if h.used[j] {
+                    return None;
+                }
+                h.used[j] = true;
+            }
+            Some(h)
+        });
+        if let Some(h) = target {
             if kind_rank(&ev.kind) > kind_rank(&h.event.kind) {
                 h.event.kind = ev.kind.clone();
             }
@@ -539,6 +583,7 @@ impl Classifier {
                 event: ev,
                 pattern,
                 until,
+                used: vec![false; p.folds.len()],
             });
         }
     }
@@ -642,6 +687,12 @@ mod tests {
         name = "done"
         kind = "processed"
         regex = 'succeeded in'
+        [[pattern]]
+        name = "task-failed"
+        kind = "error"
+        regex = 'Task [a-z.]+\[[0-9a-f-]+\] raised unexpected'
+        priority = 10
+        folds = ["record:python"]
     "#;
 
     fn classifier() -> Classifier {
@@ -891,6 +942,28 @@ mod tests {
                 ("oom".into(), "MemoryError".into())
             ]
         );
+    }
+
+    #[test]
+    fn a_task_failure_folds_its_traceback_once() {
+        let tb =
+            "Traceback (most recent call last):\n  File \"t.py\", line 1, in f\nKeyError: 'k'\n";
+        let text = format!(
+            "Task t.a[0a] raised unexpected: KeyError('k')\nTask t.b[0b] raised unexpected: KeyError('k')\n{tb}{tb}{tb}"
+        );
+        let mut c = classifier();
+        let evs = feed(&mut c, &text, 0, 10);
+        // Two failures, each with its own traceback; the third traceback is its own incident.
+        assert_eq!(evs.len(), 3, "{:?}", kinds(&evs));
+        assert_eq!(evs.iter().filter(|e| e.folded == 1).count(), 2);
+        assert_eq!(evs.iter().filter(|e| e.record == Some("python")).count(), 1);
+    }
+
+    #[test]
+    fn unknown_record_fold_is_a_load_error() {
+        let pack = "[[pattern]]\nname = \"x\"\nkind = \"error\"\nregex = 'x'\nfolds = [\"record:cobol\"]\n";
+        let e = PatternSet::compile(&[parse_pack("t.toml", pack).unwrap()], &[]).unwrap_err();
+        assert!(e.to_string().contains("record:cobol"), "{e}");
     }
 
     #[test]

@@ -831,6 +831,7 @@ mod tests {
             signature: None,
             line: None,
             lines: 1,
+            record: None,
             folded: 0,
         }
     }

@@ -39,19 +39,26 @@ fn events_output_is_one_json_object_per_incident() {
             assert!(e.get(key).is_some(), "{key} missing in {e}");
         }
     }
-    // A traceback is one event whose message is the exception line; it has no single `line`.
-    let tb = events
+    // A failed Celery task is one event: its ERROR line with the traceback folded in.
+    let failed = events
         .iter()
         .find(|e| {
             e["message"]
                 .as_str()
                 .unwrap_or("")
-                .starts_with("requests.exceptions.ConnectionError")
+                .contains("raised unexpected: ConnectionError")
         })
-        .expect("traceback event");
-    assert_eq!(tb["kind"], "error");
-    assert!(tb["lines"].as_u64().unwrap() >= 6, "{tb}");
-    assert!(tb.get("line").is_none());
+        .expect("failed-task event");
+    assert_eq!(failed["kind"], "error");
+    assert_eq!(failed["folded"], 1, "{failed}");
+    assert_eq!(failed["lines"], 7, "{failed}");
+    assert_eq!(failed["labels"]["task"], "tasks.fetch_page", "{failed}");
+    // The SIGKILLed child is one crash incident of three records.
+    let killed = events
+        .iter()
+        .find(|e| e["kind"] == "crash")
+        .expect("crash event");
+    assert_eq!(killed["folded"], 2, "{killed}");
     // A single-line event carries its raw line.
     let ok = events
         .iter()
@@ -181,11 +188,16 @@ fn classify_records_folds_tracebacks() {
     );
     let per_line: serde_json::Value =
         serde_json::from_str(stdout(&lines_out).lines().next().unwrap()).unwrap();
-    // Per line, each traceback counts its header and exception line; as records, once.
+    // Per line, each traceback counts its header and exception line; as incidents, each
+    // failure counts once: 6 failed tasks (ERROR line + traceback each), 1 SIGKILLed child
+    // (exit line + WorkerLostError line + traceback), 1 MemoryError task.
     assert!(
         counts["error"].as_u64().unwrap() < per_line["error"].as_u64().unwrap(),
         "{counts} vs {per_line}"
     );
+    assert_eq!(counts["error"], 6, "{counts}");
+    assert_eq!(counts["crash"], 1, "{counts}");
+    assert_eq!(counts["oom"], 1, "{counts}");
 }
 
 #[test]
@@ -218,7 +230,7 @@ fn replay_prints_notifications_at_log_time_in_order() {
     // The crashes leave the 1-minute window after the log ends: resolved, at log time.
     assert!(text.contains("RESOLVED critical crashes"), "{text}");
     assert!(
-        stderr(&out).contains("replayed 187 lines"),
+        stderr(&out).contains("replayed 186 lines"),
         "{}",
         stderr(&out)
     );
