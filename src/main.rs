@@ -96,8 +96,9 @@ struct ClassifyArgs {
     /// Use this config's packs, inline patterns and limits.
     #[arg(long, short, conflicts_with = "patterns")]
     config: Option<PathBuf>,
-    /// Pattern pack files to use instead of the built-in pack ('default' names it).
-    #[arg(long, num_args = 1.., value_name = "PACK")]
+    /// A pattern pack file to use instead of the built-in pack ('default' names it); repeat
+    /// the flag for several packs.
+    #[arg(long, value_name = "PACK")]
     patterns: Vec<String>,
     /// Classify each physical line alone (no record joining or folding), as the labeled
     /// corpus and the benchmark count.
@@ -309,10 +310,12 @@ fn cmd_patterns(config: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn classify_patterns(args: &ClassifyArgs) -> anyhow::Result<(Arc<PatternSet>, Config)> {
-    let config = load(args.config.as_deref())?;
     if args.patterns.is_empty() {
+        let config = load(args.config.as_deref())?;
         return Ok((config.patterns.clone(), config));
     }
+    // Only the given packs: do not compile the embedded one as well.
+    let config = Config::from_str_named("(classify --patterns)", "[patterns]\npacks = []\n", None)?;
     let packs = args
         .patterns
         .iter()
