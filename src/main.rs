@@ -353,6 +353,13 @@ fn classify_lines(
 ) -> anyhow::Result<()> {
     let mut scratch = set.scratch();
     let mut hits = vec![0u64; set.patterns().len()];
+    // Counting does not depend on line order, so each chunk is split across the cores.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let mut workers: Vec<(classify::Scratch, Vec<u64>)> = (0..threads)
+        .map(|_| (set.scratch(), vec![0u64; set.patterns().len()]))
+        .collect();
     let mut total = 0u64;
     let mut sample: Vec<String> = Vec::new();
     const CHUNK: usize = 4 << 20;
@@ -381,7 +388,7 @@ fn classify_lines(
                 if sample.len() < 10 {
                     collect_unmatched(set, chunk, max_line, &mut scratch, &mut sample);
                 }
-                total += set.count_buffer(chunk, max_line, &mut hits, &mut scratch, |_, _| {});
+                total += count_parallel(set, chunk, max_line, &mut hits, &mut workers);
             } else {
                 let mut res: std::io::Result<()> = Ok(());
                 let mut splitter = logwarden::sources::LineSplitter::new(max_line);
@@ -421,6 +428,49 @@ fn classify_lines(
         write_counts(out, set, &hits, total, &sample)?;
     }
     Ok(())
+}
+
+/// Counts `chunk` (whole lines) on `workers.len()` threads, each taking a slice that ends at
+/// a line boundary; adds the per-pattern hits into `hits` and returns the line count.
+fn count_parallel(
+    set: &PatternSet,
+    chunk: &[u8],
+    max_line: usize,
+    hits: &mut [u64],
+    workers: &mut [(classify::Scratch, Vec<u64>)],
+) -> u64 {
+    let n = workers.len().max(1);
+    let mut parts = Vec::with_capacity(n);
+    let mut rest = chunk;
+    for i in (1..n).rev() {
+        let cut = rest.len() * i / (i + 1);
+        let cut = memchr::memchr(b'\n', &rest[cut..]).map_or(rest.len(), |j| cut + j + 1);
+        let (head, tail) = rest.split_at(cut);
+        parts.push(tail);
+        rest = head;
+    }
+    parts.push(rest);
+    let lines: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .zip(workers.iter_mut())
+            .filter(|(part, _)| !part.is_empty())
+            .map(|(part, (scratch, h))| {
+                scope.spawn(move || set.count_buffer(part, max_line, h, scratch, |_, _| {}))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("counting thread panicked"))
+            .sum()
+    });
+    for (_, h) in workers.iter_mut() {
+        for (total, x) in hits.iter_mut().zip(h.iter_mut()) {
+            *total += *x;
+            *x = 0;
+        }
+    }
+    lines
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
