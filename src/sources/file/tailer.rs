@@ -15,7 +15,7 @@ use memchr::{memchr, memrchr};
 use super::checkpoint::{read_full_at, Checkpoint, Fingerprint, FP_BYTES};
 use crate::config::{SourceConfig, SourceInput, StartAt, TailerConfig};
 use crate::event::{Labels, Line, Ts};
-use crate::sources::LineSplitter;
+use crate::sources::{LineSplitter, SplitLine};
 
 /// A file's identity while it is open: `(dev, inode)`. Holding the fd open keeps the inode
 /// allocated, so it cannot be reused under us; across restarts the fingerprint guards reuse.
@@ -594,18 +594,8 @@ impl Source {
                 // a newline; flush it.
                 let at = now;
                 let (name, labels, stream) = (&self.name, &f.labels, f.seq);
-                f.splitter.finish(|l| {
-                    st.lines += 1;
-                    st.truncated_lines += u64::from(l.truncated);
-                    out.push(Line {
-                        source: name.clone(),
-                        stream,
-                        labels: labels.clone(),
-                        bytes: l.bytes.to_vec(),
-                        truncated: l.truncated,
-                        at,
-                    });
-                });
+                f.splitter
+                    .finish(|l| emit(out, st, l, name, stream, labels, at));
                 st.open = false;
                 tracing::debug!(source = %self.name, path = %f.path.display(), "closed drained file");
                 self.files.remove(&id);
@@ -685,18 +675,8 @@ fn read_file(
             }
         }
         let (labels, stream) = (&f.labels, f.seq);
-        f.splitter.push(data, |l| {
-            st.lines += 1;
-            st.truncated_lines += u64::from(l.truncated);
-            out.push(Line {
-                source: name.clone(),
-                stream,
-                labels: labels.clone(),
-                bytes: l.bytes.to_vec(),
-                truncated: l.truncated,
-                at: now,
-            });
-        });
+        f.splitter
+            .push(data, |l| emit(out, st, l, name, stream, labels, now));
     }
     f.last_seen = seen;
     let known = size.max(f.pos);
@@ -705,6 +685,28 @@ fn read_file(
     }
     st.offset = f.line_start;
     Ok(hit)
+}
+
+/// Counts one split line and appends it to `out`.
+fn emit(
+    out: &mut Vec<Line>,
+    st: &mut FileStats,
+    l: SplitLine<'_>,
+    name: &Arc<str>,
+    stream: u64,
+    labels: &Labels,
+    at: Ts,
+) {
+    st.lines += 1;
+    st.truncated_lines += u64::from(l.truncated);
+    out.push(Line {
+        source: name.clone(),
+        stream,
+        labels: labels.clone(),
+        bytes: l.bytes.to_vec(),
+        truncated: l.truncated,
+        at,
+    });
 }
 
 /// copytruncate: the bytes appended after our last read but before the copy are in the copy
@@ -753,18 +755,8 @@ fn finish_from_copy(
         };
         pos += n as u64;
         st.bytes += n as u64;
-        f.splitter.push(&buf[..n], |l| {
-            st.lines += 1;
-            st.truncated_lines += u64::from(l.truncated);
-            out.push(Line {
-                source: name.clone(),
-                stream,
-                labels: labels.clone(),
-                bytes: l.bytes.to_vec(),
-                truncated: l.truncated,
-                at: now,
-            });
-        });
+        f.splitter
+            .push(&buf[..n], |l| emit(out, st, l, name, stream, labels, now));
     }
     Some(path)
 }
