@@ -33,8 +33,6 @@ const CLASSIFY_TICK: Duration = Duration::from_millis(200);
 pub struct RunOptions {
     /// Where to write every event as a JSON line.
     pub events: Option<Box<dyn Write + Send>>,
-    /// Where stdout receivers write (default: the process's stdout).
-    pub stdout: Option<Box<dyn Write + Send>>,
 }
 
 /// What a run did.
@@ -151,20 +149,13 @@ pub async fn run(
         alert_tx,
         clock,
     ));
-    let receivers: Vec<StdoutReceiver> = {
-        let mut stdout = opts.stdout;
-        config
-            .receivers_or_default()
-            .iter()
-            .map(|r| match r.kind {
-                ReceiverKind::Stdout { .. } => {
-                    let out: Box<dyn Write + Send> =
-                        stdout.take().unwrap_or_else(|| Box::new(std::io::stdout()));
-                    StdoutReceiver::new(r, out)
-                }
-            })
-            .collect()
-    };
+    let receivers: Vec<StdoutReceiver> = config
+        .receivers_or_default()
+        .iter()
+        .map(|r| match r.kind {
+            ReceiverKind::Stdout { .. } => StdoutReceiver::new(r, Box::new(std::io::stdout())),
+        })
+        .collect();
     let notify = tokio::spawn(notify::run(receivers, alert_rx));
     tasks.close();
 

@@ -240,10 +240,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let report = rt.block_on(app::run(
         config,
-        app::RunOptions {
-            events,
-            stdout: None,
-        },
+        app::RunOptions { events },
         shutdown_signal(),
     ));
     // Tokio reads stdin on a blocking thread that stays in read(2) while the writer keeps the

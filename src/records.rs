@@ -230,11 +230,6 @@ impl Classifier {
         self.single_line_sources.insert(source);
     }
 
-    /// The pattern set.
-    pub fn patterns(&self) -> &Arc<PatternSet> {
-        &self.patterns
-    }
-
     /// Classifies one line; completed events are pushed to `out` (possibly none now, and
     /// several later, when a record or fold window closes).
     pub fn push(&mut self, line: &Line, out: &mut Vec<Event>) {

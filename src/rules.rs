@@ -509,7 +509,6 @@ struct Group {
     dirty: bool,
     first: Vec<String>,
     last: VecDeque<String>,
-    last_event: Ts,
 }
 
 impl Group {
@@ -652,7 +651,6 @@ impl RuleEngine {
                     dirty: false,
                     first: Vec::new(),
                     last: VecDeque::new(),
-                    last_event: ev.ts,
                 }
             });
             if in_num {
@@ -664,7 +662,6 @@ impl RuleEngine {
                     den.add(ev.ts, 1);
                 }
             }
-            group.last_event = group.last_event.max(ev.ts);
             group.dirty = true;
         }
     }

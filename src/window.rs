@@ -67,11 +67,6 @@ impl RollingCount {
             .map(|(_, c)| u64::from(*c))
             .sum()
     }
-
-    /// True when nothing in the window at `now` (so the series can be forgotten).
-    pub fn is_empty_at(&self, now: Ts) -> bool {
-        self.sum(now) == 0
-    }
 }
 
 #[cfg(test)]
@@ -93,7 +88,6 @@ mod tests {
         assert_eq!(w.sum(s(60)), 2);
         assert_eq!(w.sum(s(89)), 2);
         assert_eq!(w.sum(s(90)), 0);
-        assert!(w.is_empty_at(s(90)));
     }
 
     #[test]

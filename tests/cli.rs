@@ -2,6 +2,22 @@
 
 use crate::common::{fixture, repo, run_with_stdin, stderr, stdout};
 
+/// The first output line of `classify [--lines] --format counts` on the demo log: counts per
+/// kind; and the whole stdout.
+fn demo_counts(lines: bool) -> (serde_json::Value, String) {
+    let log = fixture("demo/worker.log");
+    let mut args = vec!["classify", "--format", "counts"];
+    if lines {
+        args.push("--lines");
+    }
+    args.push(log.to_str().unwrap());
+    let out = run_with_stdin(&args, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let counts = serde_json::from_str(text.lines().next().expect("counts line")).unwrap();
+    (counts, text)
+}
+
 fn demo() -> Vec<u8> {
     std::fs::read(fixture("demo/worker.log")).expect("demo log")
 }
@@ -117,21 +133,9 @@ fn run_with_bad_config_exits_2_before_reading() {
 
 #[test]
 fn classify_lines_counts_match_tsv() {
+    let (counts, text) = demo_counts(true);
     let log = fixture("demo/worker.log");
-    let out = run_with_stdin(
-        &[
-            "classify",
-            "--lines",
-            "--format",
-            "counts",
-            log.to_str().unwrap(),
-        ],
-        b"",
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    let mut lines = text.lines();
-    let counts: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let mut lines = text.lines().skip(1);
     let patterns: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
     let sample: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
     assert!(patterns["patterns"].is_object());
@@ -169,25 +173,8 @@ fn classify_lines_counts_match_tsv() {
 
 #[test]
 fn classify_records_folds_tracebacks() {
-    let log = fixture("demo/worker.log");
-    let out = run_with_stdin(
-        &["classify", "--format", "counts", log.to_str().unwrap()],
-        b"",
-    );
-    let first = stdout(&out).lines().next().unwrap().to_string();
-    let counts: serde_json::Value = serde_json::from_str(&first).unwrap();
-    let lines_out = run_with_stdin(
-        &[
-            "classify",
-            "--lines",
-            "--format",
-            "counts",
-            log.to_str().unwrap(),
-        ],
-        b"",
-    );
-    let per_line: serde_json::Value =
-        serde_json::from_str(stdout(&lines_out).lines().next().unwrap()).unwrap();
+    let (counts, _) = demo_counts(false);
+    let (per_line, _) = demo_counts(true);
     // Per line, each traceback counts its header and exception line; as incidents, each
     // failure counts once: 6 failed tasks (ERROR line + traceback each), 1 SIGKILLed child
     // (exit line + WorkerLostError line + traceback), 1 MemoryError task.

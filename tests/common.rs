@@ -43,6 +43,20 @@ pub fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
     out
 }
 
+/// The `logrotate` binary (Debian puts it in /usr/sbin, often not on PATH); `scripts/test`
+/// installs it when missing, so its absence is a failure, not a skip.
+pub fn logrotate() -> PathBuf {
+    [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("logrotate is not installed (apt-get install -y logrotate)")
+}
+
 /// stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

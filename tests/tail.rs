@@ -858,17 +858,6 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Real logrotate
 
-fn logrotate() -> Option<PathBuf> {
-    [
-        "/usr/sbin/logrotate",
-        "/sbin/logrotate",
-        "/usr/bin/logrotate",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
-
 fn run_logrotate(bin: &Path, conf: &Path, state: &Path) {
     let out = Command::new(bin)
         .arg("-f")
@@ -888,9 +877,7 @@ fn run_logrotate(bin: &Path, conf: &Path, state: &Path) {
 /// WatchedFileHandler) and runs `logrotate -f` every `every` lines, each time waiting until
 /// the tailer has scanned at least once since the previous rotation; the test thread ticks.
 fn logrotate_scenario(directive: &str) {
-    let Some(bin) = logrotate() else {
-        panic!("logrotate is not installed (apt-get install -y logrotate)");
-    };
+    let bin = crate::common::logrotate();
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("app.log");
     fs::write(&log, b"").unwrap();

@@ -248,13 +248,7 @@ async fn corrupt_state_file_is_set_aside_and_tailing_starts() {
 /// neither was written between logrotate's copy and its truncate. Duplicates must be 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copytruncate_race_is_measured() {
-    let Some(bin) = ["/usr/sbin/logrotate", "/sbin/logrotate"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-    else {
-        panic!("logrotate is not installed (apt-get install -y logrotate)");
-    };
+    let bin = crate::common::logrotate();
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("app.log");
     fs::write(&log, b"").unwrap();
