@@ -57,6 +57,16 @@ pub fn logrotate() -> PathBuf {
     .expect("logrotate is not installed (apt-get install -y logrotate)")
 }
 
+/// Writes a logrotate config for `log` with `directives` (one per line) into `dir`, returning
+/// its path and a state-file path for `logrotate -f -s STATE CONF`.
+pub fn logrotate_conf(dir: &Path, log: &Path, directives: &[&str]) -> (PathBuf, PathBuf) {
+    let conf = dir.join("logrotate.conf");
+    let body: String = directives.iter().map(|d| format!("    {d}\n")).collect();
+    std::fs::write(&conf, format!("{} {{\n{body}}}\n", log.display()))
+        .expect("write logrotate.conf");
+    (conf, dir.join("logrotate.state"))
+}
+
 /// stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -881,16 +881,11 @@ fn logrotate_scenario(directive: &str) {
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("app.log");
     fs::write(&log, b"").unwrap();
-    let conf = d.path().join("logrotate.conf");
-    fs::write(
-        &conf,
-        format!(
-            "{} {{\n    {directive}\n    rotate 50\n    missingok\n    nocompress\n}}\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let state = d.path().join("logrotate.state");
+    let (conf, state) = crate::common::logrotate_conf(
+        d.path(),
+        &log,
+        &[directive, "rotate 50", "missingok", "nocompress"],
+    );
     let ticks = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     const N: u64 = 3000;

@@ -252,16 +252,11 @@ async fn copytruncate_race_is_measured() {
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("app.log");
     fs::write(&log, b"").unwrap();
-    let conf = d.path().join("lr.conf");
-    fs::write(
-        &conf,
-        format!(
-            "{} {{\n copytruncate\n rotate 1000\n nocompress\n}}\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let lrstate = d.path().join("lr.state");
+    let (conf, lrstate) = crate::common::logrotate_conf(
+        d.path(),
+        &log,
+        &["copytruncate", "rotate 1000", "nocompress"],
+    );
     let mut r = Running::start(
         &log,
         StartAt::Beginning,
