@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::{Config, ReceiverKind, SourceConfig, SourceInput};
+use crate::config::{Config, SourceConfig, SourceInput};
 use crate::counters::{self, CountersReport};
 use crate::event::{Event, Line};
-use crate::notify::{self, NotifyStats, StdoutReceiver};
+use crate::notify::{self, NotifySetup, NotifyStats, StdoutFactory};
 use crate::records::{Classifier, ClassifyStats};
 use crate::sources;
 
@@ -33,6 +34,8 @@ const CLASSIFY_TICK: Duration = Duration::from_millis(200);
 pub struct RunOptions {
     /// Where to write every event as a JSON line.
     pub events: Option<Box<dyn Write + Send>>,
+    /// Where stdout receivers write (default: the process's stdout).
+    pub stdout: Option<StdoutFactory>,
 }
 
 /// What a run did.
@@ -61,13 +64,23 @@ impl RunReport {
             kinds.join(", ")
         };
         let mut s = format!(
-            "read {} lines ({} unmatched): {kinds}; {} notifications ({} firing, {} resolved)",
+            "read {} lines ({} unmatched): {kinds}; {} notifications sent ({} firing, {} resolved)",
             self.classify.lines,
             self.classify.unmatched,
             self.notify.sent,
             self.notify.firing,
             self.notify.resolved
         );
+        for (n, what) in [
+            (self.notify.failed, "failed"),
+            (self.notify.held, "held back by rate limits"),
+            (self.notify.inhibited, "inhibited"),
+            (self.notify.backfilled, "backfilled alert changes summarised"),
+        ] {
+            if n > 0 {
+                s.push_str(&format!("; {n} {what}"));
+            }
+        }
         if self.classify.truncated > 0 {
             s.push_str(&format!("; {} lines truncated", self.classify.truncated));
         }
@@ -149,14 +162,20 @@ pub async fn run(
         alert_tx,
         clock,
     ));
-    let receivers: Vec<StdoutReceiver> = config
-        .receivers_or_default()
-        .iter()
-        .map(|r| match r.kind {
-            ReceiverKind::Stdout { .. } => StdoutReceiver::new(r, Box::new(std::io::stdout())),
-        })
-        .collect();
-    let notify = tokio::spawn(notify::run(receivers, alert_rx));
+    let notify_cfg = Arc::new(config.notify.clone());
+    let notify = tokio::spawn(notify::run(
+        NotifySetup {
+            history: notify::new_history(&notify_cfg),
+            cfg: notify_cfg,
+            state_dir: config.state_dir.clone(),
+            stdout: opts
+                .stdout
+                .unwrap_or_else(|| Box::new(|| Box::new(std::io::stdout()))),
+            clock,
+            grace: config.shutdown_grace,
+        },
+        alert_rx,
+    ));
     tasks.close();
 
     let sources_done = tasks.wait();

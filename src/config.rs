@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use crate::classify::{self, PackSource, PatternError, PatternSet, RawPattern};
 use crate::event::Labels;
+pub use crate::notify::config::{Format, NotifyConfig, ReceiverConfig, ReceiverKind};
+use crate::notify::config::{RawInhibit, RawNotify, RawReceiver, RawRoute};
 use crate::rules::{self, RuleSpec};
 use crate::sources::DEFAULT_MAX_LINE_BYTES;
 
@@ -106,8 +108,14 @@ struct RawConfig {
     rules: Vec<rules::RawRule>,
     /// `false` drops the built-in default rules even when no `[[rule]]` is given.
     default_rules: Option<bool>,
+    #[serde(default)]
+    notify: RawNotify,
     #[serde(default, rename = "receiver")]
     receivers: Vec<RawReceiver>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+    #[serde(default, rename = "inhibit")]
+    inhibits: Vec<RawInhibit>,
     #[serde(default)]
     records: RawRecords,
     #[serde(default)]
@@ -153,17 +161,6 @@ struct RawTailer {
     checkpoint_interval: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     catch_up_window: Option<Duration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReceiver {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    format: Option<String>,
-    #[serde(default)]
-    severities: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -291,36 +288,6 @@ impl Default for TailerConfig {
     }
 }
 
-/// Output format of the stdout receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// One readable line per notification.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// A validated `[[receiver]]`.
-#[derive(Debug, Clone)]
-pub struct ReceiverConfig {
-    /// Name, for logs and routing.
-    pub name: String,
-    /// What it is.
-    pub kind: ReceiverKind,
-    /// Severities it gets; empty = all.
-    pub severities: Vec<rules::Severity>,
-}
-
-/// Receiver types. Slack, email and webhook arrive with the notification issue.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReceiverKind {
-    /// Standard output.
-    Stdout {
-        /// Text or JSON.
-        format: Format,
-    },
-}
-
 /// Multi-line record joining.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordConfig {
@@ -369,8 +336,8 @@ pub struct Config {
     pub tailer: TailerConfig,
     /// Rules.
     pub rules: Vec<RuleSpec>,
-    /// Receivers; empty means one text stdout receiver.
-    pub receivers: Vec<ReceiverConfig>,
+    /// Receivers, routes, inhibitions and message settings.
+    pub notify: NotifyConfig,
     /// Record joining.
     pub records: RecordConfig,
     /// Line cap in bytes for sources that do not set their own. Default: 65536.
@@ -524,43 +491,14 @@ impl Config {
             out
         };
 
-        let mut receivers = Vec::new();
-        for (i, r) in raw.receivers.into_iter().enumerate() {
-            let at = format!("receiver[{i}] {:?}", r.name);
-            let kind = match r.kind.as_str() {
-                "stdout" => ReceiverKind::Stdout {
-                    format: match r.format.as_deref() {
-                        None | Some("text") => Format::Text,
-                        Some("json") => Format::Json,
-                        Some(other) => {
-                            return Err(inv(
-                                format!("{at}.format"),
-                                format!("unknown format {other:?} (expected \"text\" or \"json\")"),
-                            ))
-                        }
-                    },
-                },
-                other => {
-                    return Err(inv(
-                        format!("{at}.type"),
-                        format!("unknown receiver type {other:?} (expected \"stdout\")"),
-                    ))
-                }
-            };
-            let mut severities = Vec::new();
-            for (j, s) in r.severities.iter().enumerate() {
-                severities.push(
-                    rules::Severity::parse(s).ok_or_else(|| {
-                        inv(format!("{at}.severities[{j}]"), rules::severity_msg(s))
-                    })?,
-                );
-            }
-            receivers.push(ReceiverConfig {
-                name: r.name,
-                kind,
-                severities,
-            });
-        }
+        let notify = crate::notify::config::validate(
+            raw.notify,
+            raw.receivers,
+            raw.routes,
+            raw.inhibits,
+            &|k| std::env::var(k).ok(),
+            &inv,
+        )?;
 
         let rd = RecordConfig::default();
         let records = RecordConfig {
@@ -602,7 +540,7 @@ impl Config {
             sources,
             tailer,
             rules,
-            receivers,
+            notify,
             records,
             max_line_bytes,
             max_series: positive(
@@ -622,21 +560,6 @@ impl Config {
             },
             shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
         })
-    }
-
-    /// Receivers, or the default text stdout receiver when none is configured.
-    pub fn receivers_or_default(&self) -> Vec<ReceiverConfig> {
-        if self.receivers.is_empty() {
-            vec![ReceiverConfig {
-                name: "stdout".into(),
-                kind: ReceiverKind::Stdout {
-                    format: Format::Text,
-                },
-                severities: Vec::new(),
-            }]
-        } else {
-            self.receivers.clone()
-        }
     }
 }
 
@@ -770,7 +693,8 @@ mod tests {
         assert_eq!(c.patterns.patterns().len(), d.patterns.patterns().len());
         assert_eq!(c.max_line_bytes, 65_536);
         assert!(c.sources.is_empty());
-        assert_eq!(c.receivers_or_default().len(), 1);
+        assert_eq!(c.notify.receivers.len(), 1);
+        assert!(!c.notify.configured);
     }
 
     #[test]

@@ -242,6 +242,10 @@ pub struct Event {
     /// How many follow-up events were folded into this one.
     #[serde(skip_serializing_if = "is_zero")]
     pub folded: u32,
+    /// Read while catching up on lines older than `catch_up_window`: counted, but its alerts
+    /// are summarised in one backfill notification.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

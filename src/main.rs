@@ -226,10 +226,10 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             OutFormat::Text => Format::Text,
             OutFormat::Json => Format::Json,
         };
-        config.receivers = config.receivers_or_default();
-        for r in &mut config.receivers {
-            let ReceiverKind::Stdout { format: rf } = &mut r.kind;
-            *rf = format;
+        for r in &mut config.notify.receivers {
+            if let ReceiverKind::Stdout { format: rf } = &mut r.kind {
+                *rf = format;
+            }
         }
     }
     let events = args.events.as_deref().map(open_output).transpose()?;
@@ -240,7 +240,10 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let report = rt.block_on(app::run(
         config,
-        app::RunOptions { events },
+        app::RunOptions {
+            events,
+            stdout: None,
+        },
         shutdown_signal(),
     ));
     // Tokio reads stdin on a blocking thread that stays in read(2) while the writer keeps the
@@ -282,7 +285,7 @@ fn cmd_check(path: &Path) -> anyhow::Result<()> {
         c.patterns.patterns().len(),
         c.patterns.kinds().len(),
         c.rules.len(),
-        c.receivers_or_default().len()
+        c.notify.receivers.len()
     );
     Ok(())
 }
@@ -594,24 +597,20 @@ fn cmd_replay(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for a in &report.alerts {
-        if args.json {
-            writeln!(out, "{}", serde_json::to_string(a)?)?;
-        } else {
-            writeln!(out, "{}", notify::format_text(a))?;
-        }
-    }
+    let sent = print_replay_notifications(&config, &report.alerts, args.json, &mut out)?;
     let span = match (report.first, report.last) {
         (Some(a), Some(b)) => format!("{a} .. {b}"),
         _ => "no lines".into(),
     };
     eprintln!(
-        "replayed {} lines ({span}; {} without a timestamp): {} events, {} unmatched, {} notifications",
+        "replayed {} lines ({span}; {} without a timestamp): {} events, {} unmatched, {} alert changes, {} messages ({} held back by rate limits)",
         report.stats.lines,
         report.untimed_lines,
         report.per_kind.values().sum::<u64>(),
         report.stats.unmatched,
-        report.alerts.len()
+        report.alerts.len(),
+        sent.0,
+        sent.1
     );
     for (p, n) in &report.per_pattern {
         eprintln!("  {n:>8}  {p}");
@@ -623,4 +622,69 @@ fn cmd_replay(args: ReplayArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs replayed alert changes through routing, grouping and rate limits at log time and
+/// prints what each receiver would have been sent (and what a limit held back). Returns
+/// (messages, held).
+fn print_replay_notifications(
+    config: &Config,
+    alerts: &[logwarden::rules::Alert],
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<(u64, u64)> {
+    use logwarden::notify::{format, Dispatcher};
+    let cfg = std::sync::Arc::new(config.notify.clone());
+    let render = format::Render {
+        hostname: &cfg.hostname,
+        redact: &cfg.redact,
+        evidence_lines: cfg.evidence_lines,
+    };
+    let mut d = Dispatcher::new(cfg.clone());
+    let (mut sent, mut held) = (0u64, 0u64);
+    let mut emit = |t: notify::Tick, out: &mut dyn Write| -> anyhow::Result<()> {
+        for m in &t.send {
+            sent += 1;
+            if json {
+                let v = serde_json::json!({"outcome": "sent", "message": m});
+                writeln!(out, "{v}")?;
+            } else {
+                for l in format::stdout_lines(m, &render) {
+                    let (at, rest) = l.split_once(' ').unwrap_or((&l, ""));
+                    writeln!(out, "{at} [{}] {rest}", m.receiver_name)?;
+                }
+            }
+        }
+        for m in &t.held {
+            held += 1;
+            if json {
+                let v = serde_json::json!({"outcome": "held", "message": m});
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "{} [{}] HELD by rate limit: {}", m.at, m.receiver_name, m.describe().join("; "))?;
+            }
+        }
+        Ok(())
+    };
+    for a in alerts {
+        while let Some(due) = d.next_due().filter(|t| *t <= a.at) {
+            let t = d.tick(due, false);
+            emit(t, out)?;
+        }
+        let at = a.at;
+        d.push(a.clone(), at);
+        let t = d.tick(at, false);
+        emit(t, out)?;
+    }
+    // After the last line: let every wait run out, as the daemon would.
+    let mut guard = 0;
+    while let Some(due) = d.next_due() {
+        let t = d.tick(due, false);
+        emit(t, out)?;
+        guard += 1;
+        if guard > 10_000 {
+            break;
+        }
+    }
+    Ok((sent, held))
 }

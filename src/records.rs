@@ -511,6 +511,7 @@ impl Classifier {
             lines,
             record: None,
             folded: 0,
+            backfill: false,
         }
     }
 

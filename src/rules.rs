@@ -22,7 +22,7 @@ use crate::event::{Event, Labels, Ts};
 use crate::window::RollingCount;
 
 /// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// For the record.
@@ -60,7 +60,7 @@ pub fn severity_msg(s: &str) -> String {
 }
 
 /// Comparison of a rule's value with its threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// `value > threshold` (default).
     #[serde(rename = ">")]
@@ -485,6 +485,9 @@ pub struct Alert {
     /// First and last matching lines (messages), oldest first, each at most
     /// [`EVIDENCE_CHARS`] characters.
     pub evidence: Vec<String>,
+    /// Raised by lines read while catching up on old data: summarised, not sent one by one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 /// Longest kept evidence line, in characters.
@@ -509,10 +512,13 @@ struct Group {
     dirty: bool,
     first: Vec<String>,
     last: VecDeque<String>,
+    /// The last event counted was backfill (read while catching up on old data).
+    backfill: bool,
 }
 
 impl Group {
     fn remember(&mut self, ev: &Event) {
+        self.backfill = ev.backfill;
         let text = truncate_chars(&ev.message, EVIDENCE_CHARS);
         if self.first.len() < EVIDENCE_FIRST {
             self.first.push(text);
@@ -626,6 +632,7 @@ impl RuleEngine {
                             since: ev.ts,
                             summary: spec.summary.clone(),
                             evidence: vec![truncate_chars(&ev.message, EVIDENCE_CHARS)],
+                            backfill: ev.backfill,
                         });
                     }
                     continue;
@@ -651,6 +658,7 @@ impl RuleEngine {
                     dirty: false,
                     first: Vec::new(),
                     last: VecDeque::new(),
+                    backfill: false,
                 }
             });
             if in_num {
@@ -718,6 +726,7 @@ impl RuleEngine {
                     since,
                     summary: spec.summary.clone(),
                     evidence: g.evidence(),
+                    backfill: g.backfill,
                 };
                 g.phase = match g.phase {
                     Phase::Inactive if holds && spec.for_.is_zero() => {
@@ -830,6 +839,7 @@ mod tests {
             lines: 1,
             record: None,
             folded: 0,
+            backfill: false,
         }
     }
 

@@ -1,203 +1,313 @@
 //! Notification: alert state changes in, messages out.
 //!
-//! The notify task owns delivery. Today it has one receiver type, `stdout` (one readable line,
-//! or one JSON object, per notification); routing, grouping, rate limits and the network
-//! receivers (Slack, email, webhook) plug in here. It never feeds back into counting: a slow
-//! receiver only delays this task, and the channel in front of it is bounded.
+//! ```text
+//! counters ─Alert─▶ Notifier (route, inhibit, group, repeat, backfill summary)
+//!                     └─▶ Gate per receiver (rate limit → digest) ─▶ Outbox ─▶ Worker (deadline, retries)
+//! ```
+//! [`core::Notifier`] and [`deliver::Gate`] are pure (time passed in): the daemon, `replay`
+//! and the tests drive the same code. Workers run one per receiver, so a dead receiver only
+//! fills its own outbox, where messages for one group coalesce; counting never waits.
+//! Alert state and the notification log are saved under `state_dir` ([`state`]).
+
+pub mod config;
+pub mod core;
+pub mod deliver;
+pub mod format;
+pub mod state;
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::{Format, ReceiverConfig, ReceiverKind};
-use crate::rules::{Alert, AlertState};
+use crate::clock::Clock;
+use crate::event::Ts;
+use crate::rules::Alert;
 
-/// Formats a window length compactly: `45s`, `5m`, `1h`, `1h30m`.
-pub fn short_duration(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
+pub use self::format::{format_text, short_duration};
+use self::config::NotifyConfig;
+use self::core::{Body, Change, Message, Notifier};
+use self::deliver::{Gate, History, Outbox, Outcome, SharedHistory, Worker};
+
+/// How long after a restart a restored firing alert waits for the rules to confirm it
+/// (at least; an alert's own window counts when longer).
+pub const RESTORE_CONFIRM: Duration = Duration::from_secs(60);
+
+/// The notifier and one rate gate per receiver: what the daemon and `replay` share.
+pub struct Dispatcher {
+    /// Routing, grouping and repeats.
+    pub notifier: Notifier,
+    gates: Vec<Gate>,
 }
 
-/// One readable line: time, state, severity, rule and labels, value vs threshold over the
-/// window, the summary, and the first and last evidence lines.
-pub fn format_text(a: &Alert) -> String {
-    let state = match a.state {
-        AlertState::Firing => "FIRING",
-        AlertState::Resolved => "RESOLVED",
-        AlertState::Event => "ALERT",
-    };
-    let mut s = format!(
-        "{} {state} {} {}{}",
-        a.at,
-        a.severity.as_str(),
-        a.rule,
-        a.labels
-    );
-    match (a.window_secs, a.total) {
-        (Some(w), Some(total)) => s.push_str(&format!(
-            ": ratio {:.3} {} {} ({}/{}) over {}",
-            a.value,
-            a.op.as_str(),
-            a.threshold,
-            a.count,
-            total,
-            short_duration(w)
-        )),
-        (Some(w), None) => s.push_str(&format!(
-            ": count {} {} {} over {}",
-            a.count,
-            a.op.as_str(),
-            a.threshold,
-            short_duration(w)
-        )),
-        (None, _) => {}
-    }
-    if a.state == AlertState::Resolved {
-        s.push_str(&format!(" (firing since {})", a.since));
-    }
-    if let Some(sum) = &a.summary {
-        s.push_str(&format!(" — {sum}"));
-    }
-    match a.evidence.as_slice() {
-        [] => {}
-        [one] => s.push_str(&format!(" | {one:?}")),
-        [first, .., last] => s.push_str(&format!(" | {first:?} … {last:?}")),
-    }
-    s
+/// What one [`Dispatcher::tick`] produced.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Messages to deliver (digests included).
+    pub send: Vec<Message>,
+    /// Messages a rate limit held back (they are listed in a later digest).
+    pub held: Vec<Message>,
 }
 
-/// The stdout receiver (or any writer, in tests).
-pub struct StdoutReceiver {
-    /// Receiver name.
-    pub name: String,
-    format: Format,
-    severities: Vec<crate::rules::Severity>,
-    out: Box<dyn Write + Send>,
-    failed: bool,
-}
-
-impl StdoutReceiver {
-    /// A receiver writing to `out`.
-    pub fn new(cfg: &ReceiverConfig, out: Box<dyn Write + Send>) -> StdoutReceiver {
-        let ReceiverKind::Stdout { format } = cfg.kind;
-        StdoutReceiver {
-            name: cfg.name.clone(),
-            format,
-            severities: cfg.severities.clone(),
-            out,
-            failed: false,
+impl Dispatcher {
+    /// A dispatcher for `cfg`.
+    pub fn new(cfg: Arc<NotifyConfig>) -> Dispatcher {
+        let gates = cfg.receivers.iter().map(Gate::new).collect();
+        Dispatcher {
+            notifier: Notifier::new(cfg),
+            gates,
         }
     }
 
-    /// Writes one notification. A closed stdout is reported once and then ignored: the
-    /// daemon keeps counting.
-    pub fn send(&mut self, a: &Alert) {
-        if !self.severities.is_empty() && !self.severities.contains(&a.severity) {
-            return;
-        }
-        let line = match self.format {
-            Format::Text => format_text(a),
-            Format::Json => {
-                serde_json::to_string(a).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    /// Feeds an alert change.
+    pub fn push(&mut self, a: Alert, now: Ts) {
+        self.notifier.push(a, now);
+    }
+
+    /// Messages due at `now` through the rate gates. `drain` flushes everything.
+    pub fn tick(&mut self, now: Ts, drain: bool) -> Tick {
+        let mut t = Tick::default();
+        for m in self.notifier.tick(now, drain) {
+            let r = m.receiver;
+            match self.gates[r].offer(m.clone(), now) {
+                Some(m) => t.send.push(m),
+                None => t.held.push(m),
             }
-        };
-        let res = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
-        if let Err(e) = res {
-            if !self.failed {
-                tracing::warn!(receiver = %self.name, error = %e, "cannot write notification");
-                self.failed = true;
-            }
-        } else if self.failed {
-            tracing::info!(receiver = %self.name, "receiver works again");
-            self.failed = false;
         }
+        let cfg = self.notifier.config();
+        for (i, g) in self.gates.iter_mut().enumerate() {
+            if let Some(d) = g.poll((i, &cfg.receivers[i].name), now, drain) {
+                t.send.push(d);
+            }
+        }
+        t
+    }
+
+    /// When something may next be due.
+    pub fn next_due(&self) -> Option<Ts> {
+        let gates = self.gates.iter().filter_map(Gate::next_due).min();
+        self.notifier.next_due().into_iter().chain(gates).min()
     }
 }
 
 /// What the notify task did, returned when it ends.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct NotifyStats {
-    /// Notifications handed to receivers.
+    /// Messages delivered.
     pub sent: u64,
-    /// Of which firing.
+    /// Messages that failed after retries.
+    pub failed: u64,
+    /// Messages held back by rate limits.
+    pub held: u64,
+    /// Firing items (firing, repeat, event) handed to receivers.
     pub firing: u64,
-    /// Of which resolved.
+    /// Resolved items handed to receivers.
     pub resolved: u64,
+    /// Items muted by inhibitions.
+    pub inhibited: u64,
+    /// Alert changes summarised as backfill.
+    pub backfilled: u64,
 }
 
-/// The notify task: delivers every alert change to every receiver, until the channel closes.
-pub async fn run(mut receivers: Vec<StdoutReceiver>, mut rx: mpsc::Receiver<Alert>) -> NotifyStats {
-    let mut stats = NotifyStats::default();
-    while let Some(a) = rx.recv().await {
-        for r in &mut receivers {
-            r.send(&a);
+/// Makes the writer a stdout receiver prints to.
+pub type StdoutFactory = Box<dyn Fn() -> Box<dyn Write + Send> + Send + Sync>;
+
+/// The notify task's inputs beyond the alert channel.
+pub struct NotifySetup {
+    /// Config.
+    pub cfg: Arc<NotifyConfig>,
+    /// Where state is saved.
+    pub state_dir: Option<PathBuf>,
+    /// Where stdout receivers write.
+    pub stdout: StdoutFactory,
+    /// Shared log (also read by /status).
+    pub history: SharedHistory,
+    /// The daemon clock.
+    pub clock: Clock,
+    /// Drain deadline.
+    pub grace: Duration,
+}
+
+/// A fresh shared history for `cfg`.
+pub fn new_history(cfg: &NotifyConfig) -> SharedHistory {
+    Arc::new(Mutex::new(History::new(cfg.history)))
+}
+
+/// The notify task: runs until `rx` closes, then flushes everything pending and waits for
+/// the workers, within the grace deadline.
+pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifyStats {
+    let NotifySetup {
+        cfg,
+        state_dir,
+        stdout,
+        history,
+        clock,
+        grace,
+    } = setup;
+    let mut d = Dispatcher::new(cfg.clone());
+    if let Some(dir) = &state_dir {
+        let saved = state::load(dir);
+        let n = saved.groups.iter().map(|g| g.members.len()).sum::<usize>();
+        {
+            let mut h = history.lock().expect("history lock");
+            h.entries.extend(saved.history);
+            while h.entries.len() > cfg.history {
+                h.entries.pop_front();
+            }
+            h.counts = saved.counts;
         }
-        stats.sent += 1;
-        match a.state {
-            AlertState::Firing | AlertState::Event => stats.firing += 1,
-            AlertState::Resolved => stats.resolved += 1,
+        d.notifier
+            .restore(state::groups(&cfg, saved.groups), clock.now(), RESTORE_CONFIRM);
+        if n > 0 {
+            tracing::info!(firing = n, "restored firing alerts from the last run; they are not sent again");
         }
     }
+    let mut outboxes = Vec::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for rc in &cfg.receivers {
+        let outbox = Arc::new(Outbox::default());
+        outboxes.push(outbox.clone());
+        let sender = match deliver::Sender::new(rc, || stdout()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(receiver = %rc.name, error = %e, "cannot set up receiver; its notifications will be recorded as failed");
+                deliver::Sender::Stdout {
+                    format: config::Format::Text,
+                    out: Mutex::new(Box::new(FailWriter)),
+                }
+            }
+        };
+        workers.spawn(
+            Worker {
+                rc: rc.clone(),
+                sender,
+                outbox,
+                history: history.clone(),
+                hostname: cfg.hostname.clone(),
+                redact: cfg.redact.clone(),
+                evidence_lines: cfg.evidence_lines,
+                clock,
+            }
+            .run(),
+        );
+    }
+    let mut stats = NotifyStats::default();
+    let mut last_save = std::time::Instant::now();
+    let mut dirty = false;
+    loop {
+        let now = clock.now();
+        let wait = d
+            .next_due()
+            .map(|t| if t <= now { Duration::ZERO } else { t.since(now) })
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        let open = tokio::select! {
+            a = rx.recv() => match a {
+                Some(a) => {
+                    d.push(a, clock.now());
+                    while let Ok(a) = rx.try_recv() {
+                        d.push(a, clock.now());
+                    }
+                    dirty = true;
+                    true
+                }
+                None => false,
+            },
+            () = tokio::time::sleep(wait) => true,
+        };
+        let t = d.tick(clock.now(), !open);
+        dirty |= dispatch(t, &outboxes, &history, &mut stats);
+        if let Some(dir) = &state_dir {
+            let hist_dirty = history.lock().expect("history lock").dirty;
+            if (dirty || hist_dirty) && (last_save.elapsed() >= Duration::from_secs(1) || !open) {
+                save(dir, &d, &history);
+                last_save = std::time::Instant::now();
+                dirty = false;
+            }
+        }
+        if !open {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + grace.mul_f64(0.8);
+    for o in &outboxes {
+        o.close(deadline);
+    }
+    if tokio::time::timeout(grace.mul_f64(0.9), async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("notifications still in flight at the drain deadline");
+        workers.abort_all();
+    }
+    if let Some(dir) = &state_dir {
+        save(dir, &d, &history);
+    }
+    let h = history.lock().expect("history lock");
+    for c in h.counts.values() {
+        stats.sent += c.sent;
+        stats.failed += c.failed;
+    }
+    stats.inhibited = d.notifier.stats.inhibited;
+    stats.backfilled = d.notifier.stats.backfilled;
     stats
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{Labels, Ts};
-    use crate::rules::{Op, Severity};
-    use std::sync::Arc;
-
-    fn alert() -> Alert {
-        Alert {
-            rule: Arc::from("error-rate"),
-            rule_type: "ratio",
-            labels: Labels::from_pairs([("worker", "w1")]),
-            state: AlertState::Firing,
-            severity: Severity::Warning,
-            value: 0.15,
-            threshold: 0.05,
-            op: Op::Gt,
-            window_secs: Some(300),
-            count: 3,
-            total: Some(20),
-            at: Ts(1_795_428_000_000),
-            since: Ts(1_795_428_000_000),
-            summary: Some("too many failures".into()),
-            evidence: vec!["KeyError: 'a'".into(), "x".into(), "ValueError: b".into()],
+/// Hands a tick's messages to the outboxes; records held ones. Returns whether anything
+/// happened.
+fn dispatch(t: Tick, outboxes: &[Arc<Outbox>], history: &SharedHistory, stats: &mut NotifyStats) -> bool {
+    let any = !t.send.is_empty() || !t.held.is_empty();
+    for m in &t.held {
+        stats.held += 1;
+        history.lock().expect("history lock").record(m, Outcome::Held, 0, None);
+    }
+    for m in t.send {
+        if let Body::Alerts { items } = &m.body {
+            for i in items {
+                match i.change {
+                    Change::Resolved => stats.resolved += 1,
+                    _ => stats.firing += 1,
+                }
+            }
+        }
+        let name = m.receiver_name.clone();
+        let (dropped, merged) = outboxes[m.receiver].push(m);
+        let mut h = history.lock().expect("history lock");
+        if merged {
+            h.counts.entry(name).or_default().coalesced += 1;
+        }
+        if let Some(old) = dropped {
+            h.record(&old, Outcome::Failed, 0, Some("outbox full: the receiver is far behind".into()));
         }
     }
+    any
+}
 
-    #[test]
-    fn text_line_has_everything_a_reader_needs() {
-        assert_eq!(
-            format_text(&alert()),
-            "2026-11-23T10:00:00.000Z FIRING warning error-rate{worker=\"w1\"}: ratio 0.150 > 0.05 (3/20) over 5m — too many failures | \"KeyError: 'a'\" … \"ValueError: b\""
-        );
-    }
-
-    #[test]
-    fn short_durations() {
-        assert_eq!(short_duration(0), "0s");
-        assert_eq!(short_duration(45), "45s");
-        assert_eq!(short_duration(3600), "1h");
-        assert_eq!(short_duration(5400), "1h30m");
-    }
-
-    #[test]
-    fn evidence_is_quoted_so_log_text_cannot_forge_fields() {
-        let mut a = alert();
-        a.evidence = vec!["\" | FIRING critical fake".into()];
-        assert!(format_text(&a).ends_with(r#"| "\" | FIRING critical fake""#));
+fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory) {
+    let snap = {
+        let mut h = history.lock().expect("history lock");
+        h.dirty = false;
+        state::snapshot(d.notifier.config(), d.notifier.groups(), &h)
+    };
+    if let Err(e) = state::save(dir, &snap) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot save notification state");
     }
 }
+
+/// A writer that always fails: stands in for a receiver that could not be set up.
+struct FailWriter;
+
+impl Write for FailWriter {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other("receiver could not be set up"))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
