@@ -75,7 +75,10 @@ impl RunReport {
             (self.notify.failed, "failed"),
             (self.notify.held, "held back by rate limits"),
             (self.notify.inhibited, "inhibited"),
-            (self.notify.backfilled, "backfilled alert changes summarised"),
+            (
+                self.notify.backfilled,
+                "backfilled alert changes summarised",
+            ),
         ] {
             if n > 0 {
                 s.push_str(&format!("; {n} {what}"));

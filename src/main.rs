@@ -661,7 +661,13 @@ fn print_replay_notifications(
                 let v = serde_json::json!({"outcome": "held", "message": m});
                 writeln!(out, "{v}")?;
             } else {
-                writeln!(out, "{} [{}] HELD by rate limit: {}", m.at, m.receiver_name, m.describe().join("; "))?;
+                writeln!(
+                    out,
+                    "{} [{}] HELD by rate limit: {}",
+                    m.at,
+                    m.receiver_name,
+                    m.describe().join("; ")
+                )?;
             }
         }
         Ok(())

@@ -376,13 +376,11 @@ impl NotifyConfig {
         if let Some(d) = self.receivers[receiver].repeat_interval {
             return d;
         }
-        self.routes[route]
-            .repeat_interval
-            .unwrap_or(match sev {
-                Severity::Critical => Duration::from_secs(3600),
-                Severity::Warning => Duration::from_secs(4 * 3600),
-                Severity::Info => Duration::from_secs(24 * 3600),
-            })
+        self.routes[route].repeat_interval.unwrap_or(match sev {
+            Severity::Critical => Duration::from_secs(3600),
+            Severity::Warning => Duration::from_secs(4 * 3600),
+            Severity::Info => Duration::from_secs(24 * 3600),
+        })
     }
 }
 
@@ -419,8 +417,12 @@ pub fn validate(
         out.hostname = h;
     }
     for (i, r) in notify.redact.iter().enumerate() {
-        let re = Regex::new(r)
-            .map_err(|e| inv(format!("notify.redact[{i}]"), format!("invalid regex {r:?}: {e}")))?;
+        let re = Regex::new(r).map_err(|e| {
+            inv(
+                format!("notify.redact[{i}]"),
+                format!("invalid regex {r:?}: {e}"),
+            )
+        })?;
         out.redact.push(re);
     }
     out.evidence_lines = notify.evidence_lines.unwrap_or(3).min(20);
@@ -482,7 +484,8 @@ fn severities(at: &str, list: &[String], inv: Inv<'_>) -> Result<Vec<Severity>, 
     list.iter()
         .enumerate()
         .map(|(j, s)| {
-            Severity::parse(s).ok_or_else(|| inv(format!("{at}.severities[{j}]"), rules::severity_msg(s)))
+            Severity::parse(s)
+                .ok_or_else(|| inv(format!("{at}.severities[{j}]"), rules::severity_msg(s)))
         })
         .collect()
 }
@@ -530,7 +533,10 @@ fn secret(
         })?;
         warn_if_world_readable(&path);
         if v.trim().is_empty() {
-            return Err(inv(format!("{at}.{field}_file"), format!("{path:?} is empty")));
+            return Err(inv(
+                format!("{at}.{field}_file"),
+                format!("{path:?} is empty"),
+            ));
         }
         return Ok(Some(Secret::new(v.trim(), format!("file {path}"))));
     }
@@ -541,7 +547,10 @@ fn warn_if_world_readable(path: &str) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(path) {
         if m.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(file = path, "secret file is readable by every user; chmod o-r it");
+            tracing::warn!(
+                file = path,
+                "secret file is readable by every user; chmod o-r it"
+            );
         }
     }
 }
@@ -564,7 +573,10 @@ fn receiver(
 ) -> Result<ReceiverConfig, ConfigError> {
     let at = format!("receiver[{i}] {:?}", r.name);
     if r.name.trim().is_empty() {
-        return Err(inv(format!("receiver[{i}].name"), "must not be empty".into()));
+        return Err(inv(
+            format!("receiver[{i}].name"),
+            "must not be empty".into(),
+        ));
     }
     let only = |field: &str, set: bool, types: &str| {
         if set {
@@ -666,7 +678,10 @@ fn receiver(
         }),
     };
     if r.burst == Some(0) {
-        return Err(inv(format!("{at}.burst"), "must be at least 1, got 0".into()));
+        return Err(inv(
+            format!("{at}.burst"),
+            "must be at least 1, got 0".into(),
+        ));
     }
     let is_email = matches!(kind, ReceiverKind::Email { .. });
     let is_am = matches!(
@@ -680,7 +695,10 @@ fn receiver(
         .timeout
         .unwrap_or(Duration::from_secs(if is_email { 30 } else { 10 }));
     if timeout.is_zero() {
-        return Err(inv(format!("{at}.timeout"), "must be longer than 0s".into()));
+        return Err(inv(
+            format!("{at}.timeout"),
+            "must be longer than 0s".into(),
+        ));
     }
     Ok(ReceiverConfig {
         name: r.name,
@@ -721,13 +739,14 @@ fn email(
             "an email receiver takes url = \"smtp://host:port\" (no password in it) and password_env or password_file".into(),
         ));
     }
-    let raw_url = r
-        .url
-        .as_deref()
-        .ok_or_else(|| inv(format!("{at}.url"), "needs url = \"smtps://host:465\" or \"smtp://host:587\"".into()))?;
-    let url = reqwest::Url::parse(raw_url).map_err(|e| {
-        inv(format!("{at}.url"), format!("invalid URL: {e}"))
+    let raw_url = r.url.as_deref().ok_or_else(|| {
+        inv(
+            format!("{at}.url"),
+            "needs url = \"smtps://host:465\" or \"smtp://host:587\"".into(),
+        )
     })?;
+    let url = reqwest::Url::parse(raw_url)
+        .map_err(|e| inv(format!("{at}.url"), format!("invalid URL: {e}")))?;
     if url.password().is_some() {
         return Err(inv(
             format!("{at}.url"),
@@ -787,16 +806,27 @@ fn email(
     let addr = |field: &str, s: &str| -> Result<String, ConfigError> {
         s.parse::<lettre::message::Mailbox>()
             .map(|_| s.to_string())
-            .map_err(|e| inv(format!("{at}.{field}"), format!("invalid address {s:?}: {e}")))
+            .map_err(|e| {
+                inv(
+                    format!("{at}.{field}"),
+                    format!("invalid address {s:?}: {e}"),
+                )
+            })
     };
     let from = addr(
         "from",
-        r.from
-            .as_deref()
-            .ok_or_else(|| inv(format!("{at}.from"), "needs from = \"logwarden@example.com\"".into()))?,
+        r.from.as_deref().ok_or_else(|| {
+            inv(
+                format!("{at}.from"),
+                "needs from = \"logwarden@example.com\"".into(),
+            )
+        })?,
     )?;
     if r.to.is_empty() {
-        return Err(inv(format!("{at}.to"), "needs at least one recipient".into()));
+        return Err(inv(
+            format!("{at}.to"),
+            "needs at least one recipient".into(),
+        ));
     }
     let mut to = Vec::new();
     for (j, t) in r.to.iter().enumerate() {
@@ -821,17 +851,23 @@ fn route(
 ) -> Result<RouteConfig, ConfigError> {
     let at = format!("route[{i}]");
     if r.receivers.is_empty() {
-        return Err(inv(format!("{at}.receivers"), "needs at least one receiver".into()));
+        return Err(inv(
+            format!("{at}.receivers"),
+            "needs at least one receiver".into(),
+        ));
     }
     let mut idx = Vec::new();
     for (j, name) in r.receivers.iter().enumerate() {
-        let k = receivers.iter().position(|x| &x.name == name).ok_or_else(|| {
-            let known: Vec<&str> = receivers.iter().map(|x| x.name.as_str()).collect();
-            inv(
-                format!("{at}.receivers[{j}]"),
-                format!("no receiver named {name:?} (known: {known:?})"),
-            )
-        })?;
+        let k = receivers
+            .iter()
+            .position(|x| &x.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = receivers.iter().map(|x| x.name.as_str()).collect();
+                inv(
+                    format!("{at}.receivers[{j}]"),
+                    format!("no receiver named {name:?} (known: {known:?})"),
+                )
+            })?;
         idx.push(k);
     }
     let mut matchers = Vec::new();

@@ -130,7 +130,9 @@ impl Message {
             Body::Digest { held, since, .. } => {
                 vec![format!("digest: {held} held back since {since}")]
             }
-            Body::Backfill { changes, .. } => vec![format!("backfill summary of {changes} alert changes")],
+            Body::Backfill { changes, .. } => {
+                vec![format!("backfill summary of {changes} alert changes")]
+            }
         }
     }
 }
@@ -307,7 +309,11 @@ impl Notifier {
                         None
                     } else if was_firing_pending {
                         // Fired and resolved before any message: still say it fired.
-                        Some(if send_resolved { Change::Resolved } else { Change::Firing })
+                        Some(if send_resolved {
+                            Change::Resolved
+                        } else {
+                            Change::Firing
+                        })
                     } else if member.announced && send_resolved {
                         Some(Change::Resolved)
                     } else {
@@ -438,7 +444,13 @@ impl Notifier {
                 let lines: Vec<String> = b
                     .lines
                     .iter()
-                    .map(|(l, n)| if *n > 1 { format!("{l} ×{n}") } else { l.clone() })
+                    .map(|(l, n)| {
+                        if *n > 1 {
+                            format!("{l} ×{n}")
+                        } else {
+                            l.clone()
+                        }
+                    })
                     .collect();
                 for (i, r) in self.cfg.receivers.iter().enumerate() {
                     out.push(Message {
@@ -512,7 +524,8 @@ impl Notifier {
             .members
             .iter()
             .filter(|(_, m)| {
-                matches!(m.pending, Some(Change::Firing | Change::Event)) || (m.firing && m.announced)
+                matches!(m.pending, Some(Change::Firing | Change::Event))
+                    || (m.firing && m.announced)
             })
             .filter(|(_, m)| self.inhibited(&m.alert))
             .map(|(k, _)| k.clone())
@@ -569,9 +582,7 @@ impl Notifier {
             }
         }
         // Resolved and event-only members leave the group once told.
-        group
-            .members
-            .retain(|_, m| m.firing || m.pending.is_some());
+        group.members.retain(|_, m| m.firing || m.pending.is_some());
         for (r, mut items) in per_receiver {
             if items.is_empty() {
                 continue;
@@ -686,8 +697,14 @@ mod tests {
     #[test]
     fn group_wait_collects_siblings_into_one_message() {
         let mut n = Notifier::new(cfg(vec![route(vec![0], 10)], vec![]));
-        n.push(alert("crash", AlertState::Firing, Severity::Critical, "w1", 0), at(0));
-        n.push(alert("crash", AlertState::Firing, Severity::Critical, "w2", 3), at(3));
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w2", 3),
+            at(3),
+        );
         assert!(n.tick(at(9), false).is_empty());
         assert_eq!(n.next_due(), Some(at(10)));
         let m = n.tick(at(10), false);
@@ -702,16 +719,35 @@ mod tests {
     #[test]
     fn resolved_after_group_interval_and_repeat_after_its_interval() {
         let mut n = Notifier::new(cfg(vec![route(vec![0], 0)], vec![]));
-        n.push(alert("crash", AlertState::Firing, Severity::Critical, "w1", 0), at(0));
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
         assert_eq!(n.tick(at(0), false).len(), 1);
-        n.push(alert("crash", AlertState::Resolved, Severity::Critical, "w1", 20), at(20));
+        n.push(
+            alert("crash", AlertState::Resolved, Severity::Critical, "w1", 20),
+            at(20),
+        );
         // group_interval (60s) after the last message.
         assert!(n.tick(at(59), false).is_empty());
-        assert_eq!(summaries(&n.tick(at(60), false)), vec!["stdout: RESOLVED critical crash{worker=\"w1\"}"]);
-        assert!(n.groups().is_empty(), "a resolved, told alert leaves no state");
+        assert_eq!(
+            summaries(&n.tick(at(60), false)),
+            vec!["stdout: RESOLVED critical crash{worker=\"w1\"}"]
+        );
+        assert!(
+            n.groups().is_empty(),
+            "a resolved, told alert leaves no state"
+        );
 
-        n.push(alert("backlog", AlertState::Firing, Severity::Warning, "w1", 100), at(100));
-        assert_eq!(n.tick(at(100), false).len(), 1, "a new group waits only group_wait");
+        n.push(
+            alert("backlog", AlertState::Firing, Severity::Warning, "w1", 100),
+            at(100),
+        );
+        assert_eq!(
+            n.tick(at(100), false).len(),
+            1,
+            "a new group waits only group_wait"
+        );
         assert!(n.tick(at(100 + 4 * 3600 - 1), false).is_empty());
         assert_eq!(
             summaries(&n.tick(at(100 + 4 * 3600), false)),
@@ -725,8 +761,14 @@ mod tests {
         crit.severities = vec![Severity::Critical];
         let warn = route(vec![1], 0);
         let mut n = Notifier::new(cfg(vec![crit, warn], vec![]));
-        n.push(alert("oom", AlertState::Firing, Severity::Critical, "w1", 0), at(0));
-        n.push(alert("slow", AlertState::Firing, Severity::Warning, "w1", 0), at(0));
+        n.push(
+            alert("oom", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        n.push(
+            alert("slow", AlertState::Firing, Severity::Warning, "w1", 0),
+            at(0),
+        );
         let mut got = summaries(&n.tick(at(0), false));
         got.sort();
         assert_eq!(
@@ -747,9 +789,18 @@ mod tests {
             equal: vec!["worker".into()],
         };
         let mut n = Notifier::new(cfg(vec![route(vec![0], 0)], vec![inh]));
-        n.push(alert("oom", AlertState::Firing, Severity::Critical, "w1", 0), at(0));
-        n.push(alert("errors", AlertState::Firing, Severity::Warning, "w1", 0), at(0));
-        n.push(alert("errors", AlertState::Firing, Severity::Warning, "w2", 0), at(0));
+        n.push(
+            alert("oom", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        n.push(
+            alert("errors", AlertState::Firing, Severity::Warning, "w1", 0),
+            at(0),
+        );
+        n.push(
+            alert("errors", AlertState::Firing, Severity::Warning, "w2", 0),
+            at(0),
+        );
         let mut got = summaries(&n.tick(at(0), false));
         got.sort();
         assert_eq!(
@@ -760,7 +811,10 @@ mod tests {
             ]
         );
         assert_eq!(n.stats.inhibited, 1);
-        n.push(alert("oom", AlertState::Resolved, Severity::Critical, "w1", 30), at(30));
+        n.push(
+            alert("oom", AlertState::Resolved, Severity::Critical, "w1", 30),
+            at(30),
+        );
         let mut got = summaries(&n.tick(at(60), false));
         got.sort();
         assert_eq!(
@@ -777,10 +831,16 @@ mod tests {
     fn any_events_fold_into_one_item_with_a_count() {
         let mut n = Notifier::new(cfg(vec![route(vec![0], 5)], vec![]));
         for s in 0..5 {
-            n.push(alert("oom", AlertState::Event, Severity::Critical, "w1", s), at(s));
+            n.push(
+                alert("oom", AlertState::Event, Severity::Critical, "w1", s),
+                at(s),
+            );
         }
         let m = n.tick(at(5), false);
-        assert_eq!(summaries(&m), vec!["stdout: ALERT critical oom{worker=\"w1\"} ×5"]);
+        assert_eq!(
+            summaries(&m),
+            vec!["stdout: ALERT critical oom{worker=\"w1\"} ×5"]
+        );
         assert!(n.groups().values().all(|g| g.members.is_empty()));
     }
 
@@ -792,12 +852,21 @@ mod tests {
             equal: vec![],
         };
         let mut n = Notifier::new(cfg(vec![route(vec![0], 0)], vec![inh]));
-        n.push(alert("oom", AlertState::Firing, Severity::Critical, "w1", 0), at(0));
+        n.push(
+            alert("oom", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
         n.tick(at(0), false);
         // A warning that fires and resolves entirely while muted is never mentioned.
-        n.push(alert("slow", AlertState::Firing, Severity::Warning, "w1", 1), at(1));
+        n.push(
+            alert("slow", AlertState::Firing, Severity::Warning, "w1", 1),
+            at(1),
+        );
         n.tick(at(61), false);
-        n.push(alert("slow", AlertState::Resolved, Severity::Warning, "w1", 70), at(70));
+        n.push(
+            alert("slow", AlertState::Resolved, Severity::Warning, "w1", 70),
+            at(70),
+        );
         let all: Vec<String> = summaries(&n.tick(at(200), true));
         assert!(all.iter().all(|s| !s.contains("slow")), "{all:?}");
     }
@@ -805,9 +874,18 @@ mod tests {
     #[test]
     fn fired_and_resolved_within_group_wait_is_still_told() {
         let mut n = Notifier::new(cfg(vec![route(vec![0], 10)], vec![]));
-        n.push(alert("crash", AlertState::Firing, Severity::Critical, "w1", 0), at(0));
-        n.push(alert("crash", AlertState::Resolved, Severity::Critical, "w1", 4), at(4));
-        assert_eq!(summaries(&n.tick(at(10), false)), vec!["stdout: RESOLVED critical crash{worker=\"w1\"}"]);
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        n.push(
+            alert("crash", AlertState::Resolved, Severity::Critical, "w1", 4),
+            at(4),
+        );
+        assert_eq!(
+            summaries(&n.tick(at(10), false)),
+            vec!["stdout: RESOLVED critical crash{worker=\"w1\"}"]
+        );
     }
 
     #[test]
@@ -823,30 +901,55 @@ mod tests {
             a.backfill = true;
             n.push(a, at(1));
         }
-        assert!(n.tick(at(2), false).is_empty(), "waits for the catch-up to end");
+        assert!(
+            n.tick(at(2), false).is_empty(),
+            "waits for the catch-up to end"
+        );
         let m = n.tick(at(6), false);
         assert_eq!(m.len(), 2, "one summary per receiver: {m:?}");
         let Body::Backfill { lines, changes, .. } = &m[0].body else {
             panic!("{m:?}")
         };
         assert_eq!(*changes, 43);
-        assert!(lines.contains(&"critical oom{worker=\"w1\"} matched ×40".to_string()), "{lines:?}");
-        n.push(alert("crash", AlertState::Resolved, Severity::Critical, "w2", 90), at(90));
-        assert_eq!(summaries(&n.tick(at(90), false)), vec!["stdout: RESOLVED critical crash{worker=\"w2\"}"]);
+        assert!(
+            lines.contains(&"critical oom{worker=\"w1\"} matched ×40".to_string()),
+            "{lines:?}"
+        );
+        n.push(
+            alert("crash", AlertState::Resolved, Severity::Critical, "w2", 90),
+            at(90),
+        );
+        assert_eq!(
+            summaries(&n.tick(at(90), false)),
+            vec!["stdout: RESOLVED critical crash{worker=\"w2\"}"]
+        );
     }
 
     #[test]
     fn restored_firing_alert_is_not_resent_and_resolves_if_unconfirmed() {
         let mut n = Notifier::new(cfg(vec![route(vec![0], 0)], vec![]));
-        n.push(alert("crash", AlertState::Firing, Severity::Critical, "w1", 0), at(0));
-        n.push(alert("crash", AlertState::Firing, Severity::Critical, "w2", 0), at(0));
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w2", 0),
+            at(0),
+        );
         assert_eq!(n.tick(at(0), false).len(), 1);
-        let saved: Vec<(GroupKey, Group)> = n.groups().iter().map(|(k, g)| (k.clone(), g.clone())).collect();
+        let saved: Vec<(GroupKey, Group)> = n
+            .groups()
+            .iter()
+            .map(|(k, g)| (k.clone(), g.clone()))
+            .collect();
 
         let mut m = Notifier::new(cfg(vec![route(vec![0], 0)], vec![]));
         m.restore(saved, at(100), Duration::from_secs(60));
         // The rules confirm w1 after the restart: nothing is sent again.
-        m.push(alert("crash", AlertState::Firing, Severity::Critical, "w1", 120), at(120));
+        m.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 120),
+            at(120),
+        );
         assert!(m.tick(at(120), false).is_empty());
         // w2 is never confirmed: resolved once its window (300s) has passed.
         assert!(m.tick(at(399), false).is_empty());
@@ -859,7 +962,13 @@ mod tests {
         let mut c = (*cfg(vec![route(vec![0, 1], 0)], vec![])).clone();
         c.receivers[1].severities = vec![Severity::Critical];
         let mut n = Notifier::new(Arc::new(c));
-        n.push(alert("slow", AlertState::Firing, Severity::Warning, "w1", 0), at(0));
-        assert_eq!(summaries(&n.tick(at(0), false)), vec!["stdout: FIRING warning slow{worker=\"w1\"}"]);
+        n.push(
+            alert("slow", AlertState::Firing, Severity::Warning, "w1", 0),
+            at(0),
+        );
+        assert_eq!(
+            summaries(&n.tick(at(0), false)),
+            vec!["stdout: FIRING warning slow{worker=\"w1\"}"]
+        );
     }
 }

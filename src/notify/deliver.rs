@@ -31,7 +31,8 @@ pub struct TsClock(Arc<AtomicU64>);
 
 impl TsClock {
     fn set(&self, t: Ts) {
-        self.0.store(t.0.saturating_mul(1_000_000), Ordering::Relaxed);
+        self.0
+            .store(t.0.saturating_mul(1_000_000), Ordering::Relaxed);
     }
 }
 
@@ -42,7 +43,8 @@ impl GovClock for TsClock {
     }
 }
 
-type Limiter = RateLimiter<governor::state::NotKeyed, InMemoryState, TsClock, NoOpMiddleware<Nanos>>;
+type Limiter =
+    RateLimiter<governor::state::NotKeyed, InMemoryState, TsClock, NoOpMiddleware<Nanos>>;
 
 /// Most held items listed in a digest.
 const DIGEST_LINES: usize = 20;
@@ -279,7 +281,9 @@ impl Outbox {
             }
         }
         st.queue.push_back(m);
-        let dropped = (st.queue.len() > OUTBOX_CAP).then(|| st.queue.pop_front()).flatten();
+        let dropped = (st.queue.len() > OUTBOX_CAP)
+            .then(|| st.queue.pop_front())
+            .flatten();
         drop(st);
         self.wake.notify_one();
         (dropped, false)
@@ -319,9 +323,10 @@ impl Outbox {
 /// newer one (events add their counts); others are appended.
 fn merge_items(items: &mut Vec<Item>, newer: Vec<Item>) {
     for n in newer {
-        match items.iter_mut().find(|i| {
-            i.alert.rule == n.alert.rule && i.alert.labels == n.alert.labels
-        }) {
+        match items
+            .iter_mut()
+            .find(|i| i.alert.rule == n.alert.rule && i.alert.labels == n.alert.labels)
+        {
             Some(i) if i.change == n.change && n.change == crate::notify::core::Change::Event => {
                 let occ = i.occurrences + n.occurrences;
                 *i = n;
@@ -390,7 +395,10 @@ pub enum Sender {
 
 impl Sender {
     /// Builds the sender for `rc`; `stdout` is where stdout receivers write.
-    pub fn new(rc: &ReceiverConfig, stdout: impl FnOnce() -> Box<dyn Write + Send>) -> anyhow::Result<Sender> {
+    pub fn new(
+        rc: &ReceiverConfig,
+        stdout: impl FnOnce() -> Box<dyn Write + Send>,
+    ) -> anyhow::Result<Sender> {
         let http = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5).min(rc.timeout))
@@ -463,9 +471,11 @@ impl Sender {
                     .and_then(|()| w.flush());
                 res.map_err(|e| SendError::Permanent(format!("cannot write: {e}")))
             }
-            Sender::Slack { client, url, blocks } => {
-                post(client, url, &format::slack_body(m, r, *blocks)).await
-            }
+            Sender::Slack {
+                client,
+                url,
+                blocks,
+            } => post(client, url, &format::slack_body(m, r, *blocks)).await,
             Sender::Webhook { client, url, mode } => {
                 let body = match mode {
                     WebhookMode::Json => format::webhook_json(m, r),
@@ -506,7 +516,11 @@ impl Sender {
     }
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<(), SendError> {
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(), SendError> {
     let resp = client
         .post(url)
         .json(body)
@@ -527,7 +541,13 @@ async fn post(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text: String = resp.text().await.unwrap_or_default().chars().take(200).collect();
+    let text: String = resp
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
     let reason = format!("HTTP {status}: {}", text.trim());
     if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
         Err(SendError::Retry { after, reason })
@@ -541,7 +561,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Backoff before attempt `n + 1` (n ≥ 1): 1 s, 2 s, 4 s … capped at 30 s, ±25% jitter.
 pub fn backoff(n: u32, seed: u64) -> Duration {
-    let base = Duration::from_secs(1u64 << (n.saturating_sub(1)).min(5)).min(Duration::from_secs(30));
+    let base =
+        Duration::from_secs(1u64 << (n.saturating_sub(1)).min(5)).min(Duration::from_secs(30));
     // xorshift: jitter without a rand dependency.
     let mut x = seed ^ (u64::from(n) << 32) ^ 0x9E37_79B9_7F4A_7C15;
     x ^= x << 13;
@@ -639,7 +660,10 @@ impl Worker {
         (
             Outcome::Failed,
             self.rc.max_attempts,
-            Some(format!("{last_err} (after {} attempts)", self.rc.max_attempts)),
+            Some(format!(
+                "{last_err} (after {} attempts)",
+                self.rc.max_attempts
+            )),
         )
     }
 }
@@ -717,12 +741,21 @@ mod tests {
         assert!((3..=14).contains(&passed), "{passed}");
         assert!(digests.is_empty(), "the digest waits digest_wait");
         let d = g.poll((0, "slack"), t(40), false).expect("digest");
-        let Body::Digest { held, lines, .. } = &d.body else { panic!() };
+        let Body::Digest { held, lines, .. } = &d.body else {
+            panic!()
+        };
         assert_eq!(*held, 1000 - passed);
-        assert_eq!(lines.len(), DIGEST_LINES + 1, "capped, with an '… and N more' line");
+        assert_eq!(
+            lines.len(),
+            DIGEST_LINES + 1,
+            "capped, with an '… and N more' line"
+        );
         assert!(lines.last().unwrap().starts_with("… and "));
         assert!(g.poll((0, "slack"), t(80), false).is_none(), "one digest");
-        assert!(g.offer(msg("x", "w", t(81)), t(81)).is_some(), "flows again");
+        assert!(
+            g.offer(msg("x", "w", t(81)), t(81)).is_some(),
+            "flows again"
+        );
     }
 
     #[test]
@@ -734,7 +767,9 @@ mod tests {
         assert!(!ob.push(msg("{rule=\"other\"}", "w1", t(3))).1);
         let st = ob.queue.lock().unwrap();
         assert_eq!(st.queue.len(), 2);
-        let Body::Alerts { items } = &st.queue[0].body else { panic!() };
+        let Body::Alerts { items } = &st.queue[0].body else {
+            panic!()
+        };
         assert_eq!(items.len(), 2, "w1 replaced by its newer state, w2 added");
         assert_eq!(items[0].alert.at, t(2));
     }

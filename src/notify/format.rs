@@ -69,7 +69,11 @@ pub fn measure(a: &Alert) -> String {
         ),
         (Some(w), None) => format!(
             "{} {} {} {} over {}",
-            if a.rule_type == "count" { "count".to_string() } else { a.rule_type.to_string() },
+            if a.rule_type == "count" {
+                "count".to_string()
+            } else {
+                a.rule_type.to_string()
+            },
             fmt_num(a.value),
             a.op.as_str(),
             a.threshold,
@@ -167,17 +171,16 @@ pub fn stdout_lines(m: &Message, r: &Render<'_>) -> Vec<String> {
 /// JSON objects for the stdout json receiver (one per item).
 pub fn stdout_json(m: &Message, r: &Render<'_>) -> Vec<String> {
     match &m.body {
-        Body::Alerts { items } => items
-            .iter()
-            .map(|i| item_json(i, r).to_string())
-            .collect(),
+        Body::Alerts { items } => items.iter().map(|i| item_json(i, r).to_string()).collect(),
         _ => vec![webhook_json(m, r).to_string()],
     }
 }
 
 /// Escapes Slack's control characters so log text cannot mention `@channel`, link or format.
 pub fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Slack `text` limit we keep to (Slack truncates at 40,000 and advises 4,000).
@@ -263,7 +266,9 @@ pub fn slack_body(m: &Message, r: &Render<'_>, blocks: bool) -> Value {
     if !blocks {
         return json!({ "text": text });
     }
-    let mut bl = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": cap(head, SLACK_SECTION_MAX)}})];
+    let mut bl = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": cap(head, SLACK_SECTION_MAX)}}),
+    ];
     for p in parts.into_iter().take(45) {
         bl.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": cap(p, SLACK_SECTION_MAX)}}));
     }
@@ -272,7 +277,9 @@ pub fn slack_body(m: &Message, r: &Render<'_>, blocks: bool) -> Value {
 
 /// Removes CR, LF and other control characters (email headers).
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Email subject and plain-text body.
@@ -350,7 +357,12 @@ pub fn email(m: &Message, r: &Render<'_>) -> (String, String) {
 
 fn email_item(i: &Item, r: &Render<'_>) -> String {
     let a = &i.alert;
-    let mut s = format!("\n* {}{} ({})", a.rule, a.labels, i.change.word().to_lowercase());
+    let mut s = format!(
+        "\n* {}{} ({})",
+        a.rule,
+        a.labels,
+        i.change.word().to_lowercase()
+    );
     if i.occurrences > 1 {
         s.push_str(&format!(" ×{}", i.occurrences));
     }
@@ -494,7 +506,10 @@ mod tests {
     }
 
     fn res() -> Vec<Regex> {
-        BUILTIN_REDACT.iter().map(|r| Regex::new(r).unwrap()).collect()
+        BUILTIN_REDACT
+            .iter()
+            .map(|r| Regex::new(r).unwrap())
+            .collect()
     }
 
     fn msg(items: Vec<Item>) -> Message {
@@ -549,8 +564,14 @@ mod tests {
             redact("GET https://bob:s3cret@api.example.com/x", &r),
             "GET https://bob:[REDACTED]@api.example.com/x"
         );
-        assert_eq!(redact("Authorization: Bearer abc.def", &r), "Authorization: Bearer [REDACTED]");
-        assert_eq!(redact("key AKIAABCDEFGHIJKLMNOP used", &r), "key [REDACTED] used");
+        assert_eq!(
+            redact("Authorization: Bearer abc.def", &r),
+            "Authorization: Bearer [REDACTED]"
+        );
+        assert_eq!(
+            redact("key AKIAABCDEFGHIJKLMNOP used", &r),
+            "key [REDACTED] used"
+        );
     }
 
     #[test]
@@ -558,18 +579,39 @@ mod tests {
         let mut a = alert();
         a.evidence = vec!["<!channel> <https://evil.example|click> & ```".into(); 1];
         let r = res();
-        let rd = Render { hostname: "h1", redact: &r, evidence_lines: 3 };
+        let rd = Render {
+            hostname: "h1",
+            redact: &r,
+            evidence_lines: 3,
+        };
         let body = slack_body(&msg(vec![item(a.clone(), Change::Firing)]), &rd, true);
         let text = body["text"].as_str().unwrap();
-        assert!(!text.contains("<!channel>") && !text.contains("<https"), "{text}");
-        assert!(text.contains("&lt;!channel&gt;") && text.contains("&amp;"), "{text}");
+        assert!(
+            !text.contains("<!channel>") && !text.contains("<https"),
+            "{text}"
+        );
+        assert!(
+            text.contains("&lt;!channel&gt;") && text.contains("&amp;"),
+            "{text}"
+        );
         assert!(body["blocks"].as_array().unwrap().len() >= 2);
 
         a.evidence = vec!["x".repeat(2000); 6];
         let items = (0..10).map(|_| item(a.clone(), Change::Firing)).collect();
-        let rd = Render { hostname: "h1", redact: &r, evidence_lines: 3 };
-        let text = slack_body(&msg(items), &rd, false)["text"].as_str().unwrap().to_string();
-        assert!(text.chars().count() <= SLACK_TEXT_MAX + 60, "{}", text.len());
+        let rd = Render {
+            hostname: "h1",
+            redact: &r,
+            evidence_lines: 3,
+        };
+        let text = slack_body(&msg(items), &rd, false)["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.chars().count() <= SLACK_TEXT_MAX + 60,
+            "{}",
+            text.len()
+        );
         assert!(text.contains("(truncated, "), "marker");
     }
 
@@ -579,7 +621,11 @@ mod tests {
         crit.rule = Arc::from("oom");
         crit.severity = Severity::Critical;
         let r = res();
-        let rd = Render { hostname: "worker-7\r\nBcc: evil@example.com", redact: &r, evidence_lines: 3 };
+        let rd = Render {
+            hostname: "worker-7\r\nBcc: evil@example.com",
+            redact: &r,
+            evidence_lines: 3,
+        };
         let m = msg(vec![
             item(crit.clone(), Change::Firing),
             item(crit, Change::Event),
@@ -587,7 +633,10 @@ mod tests {
             item(alert(), Change::Resolved),
         ]);
         let (subject, body) = email(&m, &rd);
-        assert_eq!(subject, "[logwarden] 2 critical, 1 warning, 1 resolved on worker-7  Bcc: evil@example.com");
+        assert_eq!(
+            subject,
+            "[logwarden] 2 critical, 1 warning, 1 resolved on worker-7  Bcc: evil@example.com"
+        );
         assert!(!subject.contains('\n') && !subject.contains('\r'));
         let c = body.find("\nCRITICAL\n").unwrap();
         let w = body.find("\nWARNING\n").unwrap();
@@ -599,11 +648,18 @@ mod tests {
     #[test]
     fn alertmanager_body_has_alertname_and_ends_at_for_resolved() {
         let r = res();
-        let rd = Render { hostname: "h1", redact: &r, evidence_lines: 3 };
+        let rd = Render {
+            hostname: "h1",
+            redact: &r,
+            evidence_lines: 3,
+        };
         let mut resolved = alert();
         resolved.at = Ts(1_795_428_600_000);
         let v = alertmanager_json(
-            &msg(vec![item(alert(), Change::Firing), item(resolved, Change::Resolved)]),
+            &msg(vec![
+                item(alert(), Change::Firing),
+                item(resolved, Change::Resolved),
+            ]),
             &rd,
         )
         .unwrap();

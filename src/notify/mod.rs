@@ -27,10 +27,10 @@ use crate::clock::Clock;
 use crate::event::Ts;
 use crate::rules::Alert;
 
-pub use self::format::{format_text, short_duration};
 use self::config::NotifyConfig;
 use self::core::{Body, Change, Message, Notifier};
 use self::deliver::{Gate, History, Outbox, Outcome, SharedHistory, Worker};
+pub use self::format::{format_text, short_duration};
 
 /// How long after a restart a restored firing alert waits for the rules to confirm it
 /// (at least; an alert's own window counts when longer).
@@ -159,10 +159,16 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
             }
             h.counts = saved.counts;
         }
-        d.notifier
-            .restore(state::groups(&cfg, saved.groups), clock.now(), RESTORE_CONFIRM);
+        d.notifier.restore(
+            state::groups(&cfg, saved.groups),
+            clock.now(),
+            RESTORE_CONFIRM,
+        );
         if n > 0 {
-            tracing::info!(firing = n, "restored firing alerts from the last run; they are not sent again");
+            tracing::info!(
+                firing = n,
+                "restored firing alerts from the last run; they are not sent again"
+            );
         }
     }
     let mut outboxes = Vec::new();
@@ -201,7 +207,13 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         let now = clock.now();
         let wait = d
             .next_due()
-            .map(|t| if t <= now { Duration::ZERO } else { t.since(now) })
+            .map(|t| {
+                if t <= now {
+                    Duration::ZERO
+                } else {
+                    t.since(now)
+                }
+            })
             .unwrap_or(Duration::from_secs(1))
             .min(Duration::from_secs(1));
         let open = tokio::select! {
@@ -260,11 +272,19 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
 
 /// Hands a tick's messages to the outboxes; records held ones. Returns whether anything
 /// happened.
-fn dispatch(t: Tick, outboxes: &[Arc<Outbox>], history: &SharedHistory, stats: &mut NotifyStats) -> bool {
+fn dispatch(
+    t: Tick,
+    outboxes: &[Arc<Outbox>],
+    history: &SharedHistory,
+    stats: &mut NotifyStats,
+) -> bool {
     let any = !t.send.is_empty() || !t.held.is_empty();
     for m in &t.held {
         stats.held += 1;
-        history.lock().expect("history lock").record(m, Outcome::Held, 0, None);
+        history
+            .lock()
+            .expect("history lock")
+            .record(m, Outcome::Held, 0, None);
     }
     for m in t.send {
         if let Body::Alerts { items } = &m.body {
@@ -282,7 +302,12 @@ fn dispatch(t: Tick, outboxes: &[Arc<Outbox>], history: &SharedHistory, stats: &
             h.counts.entry(name).or_default().coalesced += 1;
         }
         if let Some(old) = dropped {
-            h.record(&old, Outcome::Failed, 0, Some("outbox full: the receiver is far behind".into()));
+            h.record(
+                &old,
+                Outcome::Failed,
+                0,
+                Some("outbox full: the receiver is far behind".into()),
+            );
         }
     }
     any
@@ -310,4 +335,3 @@ impl Write for FailWriter {
         Ok(())
     }
 }
-

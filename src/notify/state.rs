@@ -81,7 +81,9 @@ pub struct SavedMember {
 }
 
 fn labels_vec(l: &Labels) -> Vec<(String, String)> {
-    l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    l.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn rule_type(s: &str) -> &'static str {
@@ -97,7 +99,11 @@ fn rule_type(s: &str) -> &'static str {
 }
 
 /// Snapshot of what must survive a restart.
-pub fn snapshot(cfg: &NotifyConfig, groups: &std::collections::HashMap<GroupKey, Group>, hist: &History) -> Saved {
+pub fn snapshot(
+    cfg: &NotifyConfig,
+    groups: &std::collections::HashMap<GroupKey, Group>,
+    hist: &History,
+) -> Saved {
     let mut out = Saved {
         version: 1,
         history: hist.entries.iter().cloned().collect(),
@@ -144,7 +150,8 @@ pub fn snapshot(cfg: &NotifyConfig, groups: &std::collections::HashMap<GroupKey,
             });
         }
     }
-    out.groups.sort_by(|a, b| (a.route, &a.labels).cmp(&(b.route, &b.labels)));
+    out.groups
+        .sort_by(|a, b| (a.route, &a.labels).cmp(&(b.route, &b.labels)));
     out
 }
 
@@ -158,7 +165,8 @@ pub fn groups(cfg: &NotifyConfig, saved: Vec<SavedGroup>) -> Vec<(GroupKey, Grou
                 ..Group::default()
             };
             for m in sg.members {
-                let labels = Labels::from_pairs(m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                let labels =
+                    Labels::from_pairs(m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 let alert = Alert {
                     rule: Arc::from(m.rule.as_str()),
                     rule_type: rule_type(&m.rule_type),
@@ -181,7 +189,10 @@ pub fn groups(cfg: &NotifyConfig, saved: Vec<SavedGroup>) -> Vec<(GroupKey, Grou
                     .sent
                     .iter()
                     .filter_map(|(name, t)| {
-                        cfg.receivers.iter().position(|r| &r.name == name).map(|i| (i, Ts(*t)))
+                        cfg.receivers
+                            .iter()
+                            .position(|r| &r.name == name)
+                            .map(|i| (i, Ts(*t)))
                     })
                     .collect();
                 g.members.insert(
