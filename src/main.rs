@@ -55,6 +55,22 @@ enum Command {
     Classify(ClassifyArgs),
     /// Run log files through the rules on a simulated clock and print what would have fired.
     Replay(ReplayArgs),
+    /// Show the notification log: what was sent, held back or failed, and why, and which
+    /// alerts are firing (read from the state directory).
+    History {
+        /// The daemon's state directory.
+        #[arg(long, value_name = "DIR", required_unless_present = "config")]
+        state_dir: Option<PathBuf>,
+        /// Take the state directory from this config instead.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many of the latest entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// List the loaded patterns and kinds.
     Patterns {
         /// A config whose packs and inline patterns to list (default: the built-in pack).
@@ -147,6 +163,12 @@ fn main() -> ExitCode {
         Some(Command::Classify(args)) => cmd_classify(args),
         Some(Command::Replay(args)) => cmd_replay(args),
         Some(Command::Patterns { config }) => cmd_patterns(config.as_deref()),
+        Some(Command::History {
+            state_dir,
+            config,
+            json,
+            limit,
+        }) => cmd_history(state_dir, config.as_deref(), json, limit),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -693,4 +715,105 @@ fn print_replay_notifications(
         }
     }
     Ok((sent, held))
+}
+
+fn cmd_history(
+    state_dir: Option<PathBuf>,
+    config: Option<&Path>,
+    json: bool,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let dir = match (state_dir, config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => Config::load(c)?
+            .state_dir
+            .ok_or_else(|| anyhow::anyhow!("{} sets no state_dir", c.display()))?,
+        (None, None) => anyhow::bail!("give --state-dir or --config"),
+    };
+    let path = notify::state::path(&dir);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!(
+                "no notification state in {} (has the daemon run with this state_dir?)",
+                dir.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let saved: notify::state::Saved = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not valid notification state", path.display()))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let skip = saved.history.len().saturating_sub(limit);
+    if json {
+        let v = serde_json::json!({
+            "firing": saved.groups.iter().flat_map(|g| g.members.iter().map(|m| serde_json::json!({
+                "rule": m.rule, "labels": m.labels, "severity": m.severity,
+                "since": logwarden::event::Ts(m.since_ms),
+            }))).collect::<Vec<_>>(),
+            "receivers": saved.counts,
+            "history": &saved.history[skip..],
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    writeln!(out, "firing:")?;
+    let mut any = false;
+    for g in &saved.groups {
+        for m in &g.members {
+            any = true;
+            let labels = logwarden::event::Labels::from_pairs(
+                m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            );
+            writeln!(
+                out,
+                "  {} {}{} since {}",
+                m.severity.as_str(),
+                m.rule,
+                labels,
+                logwarden::event::Ts(m.since_ms)
+            )?;
+        }
+    }
+    if !any {
+        writeln!(out, "  (none)")?;
+    }
+    writeln!(out, "receivers:")?;
+    for (name, c) in &saved.counts {
+        writeln!(
+            out,
+            "  {name}: {} sent, {} held, {} failed, {} retries{}",
+            c.sent,
+            c.held,
+            c.failed,
+            c.retries,
+            if c.down {
+                " (last delivery failed)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    writeln!(out, "log (oldest first):")?;
+    for e in &saved.history[skip..] {
+        let outcome = serde_json::to_value(e.outcome)?;
+        write!(
+            out,
+            "  {} {:<6} {} {}: {}",
+            e.at,
+            outcome.as_str().unwrap_or("?"),
+            e.receiver,
+            e.group,
+            e.what.join("; ")
+        )?;
+        if e.attempts > 1 {
+            write!(out, " ({} attempts)", e.attempts)?;
+        }
+        if let Some(err) = &e.error {
+            write!(out, " — {err}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
 }

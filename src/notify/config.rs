@@ -797,10 +797,15 @@ fn email(
             "AUTH needs both username and password_env/password_file".into(),
         ));
     }
-    if password.is_some() && tls == Tls::None {
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if password.is_some() && tls == Tls::None && !loopback {
         return Err(inv(
             format!("{at}.tls"),
-            "refusing to send a password without TLS (tls = \"none\")".into(),
+            format!("refusing to send a password without TLS to {host:?} (tls = \"none\" is only for a relay on this host)"),
         ));
     }
     let addr = |field: &str, s: &str| -> Result<String, ConfigError> {

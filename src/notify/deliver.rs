@@ -456,8 +456,13 @@ impl Sender {
         })
     }
 
-    /// One attempt. Callers wrap it in a deadline.
-    pub async fn send(&self, m: &Message, r: &Render<'_>) -> Result<(), SendError> {
+    /// One attempt. Callers wrap it in a deadline (`timeout`, also given to HTTP).
+    pub async fn send(
+        &self,
+        m: &Message,
+        r: &Render<'_>,
+        timeout: Duration,
+    ) -> Result<(), SendError> {
         match self {
             Sender::Stdout { format, out } => {
                 let lines = match format {
@@ -475,7 +480,7 @@ impl Sender {
                 client,
                 url,
                 blocks,
-            } => post(client, url, &format::slack_body(m, r, *blocks)).await,
+            } => post(client, url, &format::slack_body(m, r, *blocks), timeout).await,
             Sender::Webhook { client, url, mode } => {
                 let body = match mode {
                     WebhookMode::Json => format::webhook_json(m, r),
@@ -484,7 +489,7 @@ impl Sender {
                         None => return Ok(()),
                     },
                 };
-                post(client, url, &body).await
+                post(client, url, &body, timeout).await
             }
             Sender::Email {
                 transport,
@@ -520,6 +525,7 @@ async fn post(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
+    timeout: Duration,
 ) -> Result<(), SendError> {
     let resp = client
         .post(url)
@@ -528,8 +534,14 @@ async fn post(
         .await
         .map_err(|e| SendError::Retry {
             after: None,
-            // `without_url`: the URL is a secret.
-            reason: format!("HTTP: {}", e.without_url()),
+            // Never print the URL: it is a secret.
+            reason: if e.is_timeout() {
+                format!("no answer within {timeout:?}")
+            } else if e.is_connect() {
+                "cannot connect".to_string()
+            } else {
+                format!("HTTP: {}", e.without_url())
+            },
         })?;
     let status = resp.status();
     if status.is_success() {
@@ -625,7 +637,12 @@ impl Worker {
         let seed = m.at.0 ^ (self.rc.name.len() as u64).rotate_left(17);
         let mut last_err = String::new();
         for attempt in 1..=self.rc.max_attempts {
-            let res = match tokio::time::timeout(self.rc.timeout, self.sender.send(m, r)).await {
+            let res = match tokio::time::timeout(
+                self.rc.timeout + Duration::from_millis(200),
+                self.sender.send(m, r, self.rc.timeout),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(SendError::Retry {
                     after: None,
