@@ -107,7 +107,7 @@ pub mod tailer;
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,7 +192,9 @@ pub async fn run_with_stats(
         .map_err(std::io::Error::other)?;
         core = c;
         if !send_batches(&tx, lines).await {
-            return Ok(()); // downstream gone: shutting down
+            // Downstream gone: shutting down.
+            log_stopped(&stats_of(&core, &dirs));
+            return Ok(());
         }
         if full {
             // A directory watched only now may have changed between the scan and the watch:
@@ -201,7 +203,7 @@ pub async fn run_with_stats(
                 rescan.store(true, Ordering::SeqCst);
             }
             if let Some(s) = &stats {
-                s.send_replace(core.stats());
+                s.send_replace(stats_of(&core, &dirs));
             }
         }
         if stopping {
@@ -238,7 +240,36 @@ pub async fn run_with_stats(
     if let Some(store) = &store {
         save(store, &core.checkpoints(), &mut saved).await;
     }
+    log_stopped(&stats_of(&core, &dirs));
     Ok(())
+}
+
+/// The core's counters plus the watcher's.
+fn stats_of(core: &Tailer, dirs: &DirWatcher) -> TailerStats {
+    TailerStats {
+        watched_dirs: dirs.watched.len(),
+        unwatched_dirs: dirs.unwatched,
+        watch_errors: dirs.errors,
+        ..core.stats()
+    }
+}
+
+/// One line with the totals when the tailer stops (`/metrics` will carry them live).
+fn log_stopped(s: &TailerStats) {
+    let sum = |f: fn(&FileStats) -> u64| s.files.iter().map(f).sum::<u64>();
+    tracing::info!(
+        files = s.files.len(),
+        lines = sum(|f| f.lines),
+        bytes = sum(|f| f.bytes),
+        truncated_lines = sum(|f| f.truncated_lines),
+        rotations = sum(|f| f.rotations),
+        truncations = sum(|f| f.truncations),
+        errors = s.errors,
+        skipped_for_cap = s.skipped_for_cap,
+        watch_errors = s.watch_errors,
+        unwatched_dirs = s.unwatched_dirs,
+        "tailer stopped"
+    );
 }
 
 async fn send_batches(tx: &mpsc::Sender<Vec<Line>>, mut lines: Vec<Line>) -> bool {
@@ -273,16 +304,42 @@ async fn save(store: &Arc<CheckpointStore>, cps: &[Checkpoint], last: &mut Vec<C
 
 /// Watches directories (never files: a file watch follows the inode after a rename) and turns
 /// events into wake-up hints.
+///
+/// When inotify cannot be started (`EMFILE`: the per-user `max_user_instances` is reached) or
+/// a watch cannot be added (`ENOSPC`: `max_user_watches`), the directories concerned are
+/// tailed by the poll tick alone: that is logged once per episode, counted in
+/// `watch_errors`, shown in `unwatched_dirs`, and retried on every poll tick, so inotify
+/// comes back by itself once the limit is no longer hit.
 struct DirWatcher {
     inner: Option<RecommendedWatcher>,
+    wake: Arc<Notify>,
+    rescan: Arc<AtomicBool>,
     /// Directory → its `(dev, inode)` when the watch was added (a recreated directory needs a
     /// new watch).
     watched: HashMap<PathBuf, (u64, u64)>,
-    warned: bool,
+    /// Existing directories wanted but not watched after the last `sync`.
+    unwatched: usize,
+    /// Failed attempts to start inotify or add a watch.
+    errors: u64,
+    /// A fallback episode is on (it was logged; its end will be).
+    degraded: bool,
 }
 
 impl DirWatcher {
     fn new(wake: Arc<Notify>, rescan: Arc<AtomicBool>) -> DirWatcher {
+        DirWatcher {
+            inner: None,
+            wake,
+            rescan,
+            watched: HashMap::new(),
+            unwatched: 0,
+            errors: 0,
+            degraded: false,
+        }
+    }
+
+    fn start(&self) -> ::notify::Result<RecommendedWatcher> {
+        let (wake, rescan) = (self.wake.clone(), self.rescan.clone());
         let handler = move |res: ::notify::Result<::notify::Event>| {
             let data_only = match &res {
                 Ok(ev) => {
@@ -301,51 +358,60 @@ impl DirWatcher {
             }
             wake.notify_one();
         };
-        let inner = match ::notify::recommended_watcher(handler) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "inotify is unavailable; tailing by polling only");
-                None
-            }
-        };
-        DirWatcher {
-            inner,
-            watched: HashMap::new(),
-            warned: false,
+        ::notify::recommended_watcher(handler)
+    }
+
+    /// Counts a failure and logs the first of an episode.
+    fn failed(&mut self, what: &str, dir: Option<&Path>, e: &::notify::Error) {
+        self.errors += 1;
+        if !self.degraded {
+            self.degraded = true;
+            let dir = dir.map(|d| d.display().to_string()).unwrap_or_default();
+            tracing::warn!(dir, error = %e,
+                "{what} (inotify limit?); tailing by the poll tick alone until it works again");
         }
     }
 
-    /// Watches exactly `want` (re-watching recreated directories). True when a watch was added.
+    /// Watches exactly the existing directories of `want` (re-watching recreated ones),
+    /// starting inotify first if it is not running. True when a watch was added.
     fn sync(&mut self, want: &BTreeSet<PathBuf>) -> bool {
+        let existing: Vec<(&PathBuf, (u64, u64))> = want
+            .iter()
+            .filter_map(|d| match std::fs::metadata(d) {
+                Ok(md) if md.is_dir() => Some((d, (md.dev(), md.ino()))),
+                _ => None,
+            })
+            .collect();
+        if self.inner.is_none() {
+            match self.start() {
+                Ok(w) => self.inner = Some(w),
+                Err(e) => {
+                    self.unwatched = existing.len();
+                    self.failed("cannot start inotify", None, &e);
+                    return false;
+                }
+            }
+        }
         let Some(w) = self.inner.as_mut() else {
             return false;
         };
-        let mut added = false;
+        let mut failures = Vec::new();
         let stale: Vec<PathBuf> = self
             .watched
-            .keys()
-            .filter(|d| !want.contains(*d))
-            .cloned()
+            .iter()
+            .filter(|(d, id)| !existing.iter().any(|(e, eid)| e == d && eid == *id))
+            .map(|(d, _)| d.clone())
             .collect();
         for d in stale {
+            // The directory is gone or was recreated: its old watch may already be gone too.
             let _ = w.unwatch(&d);
             self.watched.remove(&d);
         }
-        for d in want {
-            let id = match std::fs::metadata(d) {
-                Ok(md) if md.is_dir() => (md.dev(), md.ino()),
-                _ => {
-                    if self.watched.remove(d).is_some() {
-                        let _ = w.unwatch(d);
-                    }
-                    continue;
-                }
-            };
-            if self.watched.get(d) == Some(&id) {
+        let mut added = false;
+        let mut unwatched = 0;
+        for (d, id) in existing {
+            if self.watched.contains_key(d) {
                 continue;
-            }
-            if self.watched.remove(d).is_some() {
-                let _ = w.unwatch(d);
             }
             match w.watch(d, RecursiveMode::NonRecursive) {
                 Ok(()) => {
@@ -353,13 +419,21 @@ impl DirWatcher {
                     added = true;
                 }
                 Err(e) => {
-                    if !self.warned {
-                        self.warned = true;
-                        tracing::warn!(dir = %d.display(), error = %e,
-                            "cannot watch directory (inotify limit?); relying on the poll tick");
-                    }
+                    unwatched += 1;
+                    failures.push((d.clone(), e));
                 }
             }
+        }
+        for (d, e) in failures {
+            self.failed("cannot watch directory", Some(&d), &e);
+        }
+        self.unwatched = unwatched;
+        if self.degraded && unwatched == 0 {
+            self.degraded = false;
+            tracing::info!(
+                dirs = self.watched.len(),
+                "inotify works again; every directory is watched"
+            );
         }
         added
     }
