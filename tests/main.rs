@@ -5,4 +5,5 @@ mod cli;
 mod common;
 mod corpus;
 mod tail;
+mod tail_hostile;
 mod tail_run;

@@ -109,10 +109,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::notify::event::{EventKind, ModifyKind};
+use ::notify::event::{EventKind, ModifyKind, RemoveKind};
 use ::notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -317,6 +317,9 @@ struct DirWatcher {
     /// Directory → its `(dev, inode)` when the watch was added (a recreated directory needs a
     /// new watch).
     watched: HashMap<PathBuf, (u64, u64)>,
+    /// Directories reported deleted: inotify dropped their watch. ext4 hands a directory
+    /// recreated at once the same inode number, so `(dev, inode)` alone cannot tell.
+    deleted: Arc<Mutex<Vec<PathBuf>>>,
     /// Existing directories wanted but not watched after the last `sync`.
     unwatched: usize,
     /// Failed attempts to start inotify or add a watch.
@@ -332,6 +335,7 @@ impl DirWatcher {
             wake,
             rescan,
             watched: HashMap::new(),
+            deleted: Arc::new(Mutex::new(Vec::new())),
             unwatched: 0,
             errors: 0,
             degraded: false,
@@ -340,7 +344,16 @@ impl DirWatcher {
 
     fn start(&self) -> ::notify::Result<RecommendedWatcher> {
         let (wake, rescan) = (self.wake.clone(), self.rescan.clone());
+        let deleted = self.deleted.clone();
         let handler = move |res: ::notify::Result<::notify::Event>| {
+            if let Ok(ev) = &res {
+                if ev.kind == EventKind::Remove(RemoveKind::Folder) {
+                    // Rare (directories only), and drained at the next full tick.
+                    if let Ok(mut d) = deleted.lock() {
+                        d.extend(ev.paths.iter().cloned());
+                    }
+                }
+            }
             let data_only = match &res {
                 Ok(ev) => {
                     !ev.need_rescan()
@@ -395,6 +408,13 @@ impl DirWatcher {
         let Some(w) = self.inner.as_mut() else {
             return false;
         };
+        let deleted = match self.deleted.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => Vec::new(),
+        };
+        for d in deleted {
+            self.watched.remove(&d);
+        }
         let mut failures = Vec::new();
         let stale: Vec<PathBuf> = self
             .watched
