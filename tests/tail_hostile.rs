@@ -462,3 +462,145 @@ fn tail_unreadable_file_and_directory_are_logged_once_and_lose_nothing() {
         daemon.logged("cannot read directory")
     );
 }
+
+/// `sleep 600` as `uid`, holding every inotify instance `uid` may have: `inotify_init1` until
+/// it fails with `EMFILE` (the instances are inherited by `sleep`: no `IN_CLOEXEC`).
+fn exhaust_inotify_instances(uid: u32) -> Child {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600").stdin(Stdio::null());
+    run_as(&mut cmd, uid);
+    // SAFETY: raw syscalls only; `last_os_error` and `from_raw_os_error` do not allocate.
+    unsafe {
+        cmd.pre_exec(|| {
+            // The per-process fd limit must not be what stops us first.
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            for _ in 0..1_000_000 {
+                if libc::inotify_init1(0) < 0 {
+                    let e = std::io::Error::last_os_error();
+                    return if e.raw_os_error() == Some(libc::EMFILE) {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    };
+                }
+            }
+            Err(std::io::Error::from_raw_os_error(libc::E2BIG))
+        });
+    }
+    cmd.spawn().expect("spawn the inotify holder")
+}
+
+/// inotify instances held by process `pid`.
+fn inotify_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy() == "anon_inode:inotify")
+        .count()
+}
+
+/// The per-user inotify instance limit, really reached: a helper running as a dedicated uid
+/// holds all `fs.inotify.max_user_instances` instances that uid may have, then the daemon
+/// starts as the same uid. It tails by the poll tick alone (logged once, counted in
+/// `watch_errors`), and when the helper exits it starts inotify by itself on a later tick.
+/// Needs root to switch uids (CI runs as root); changes no sysctl.
+#[test]
+fn tail_inotify_instance_limit_falls_back_to_polling_and_recovers() {
+    assert!(
+        is_root(),
+        "this test runs the daemon as a dedicated uid whose inotify instances are exhausted, \
+         which needs root (CI and scripts/test run as root): run it as root"
+    );
+    let uid = dedicated_uid(2);
+    let limit: usize = fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut holder = exhaust_inotify_instances(uid);
+    struct Kill(Option<Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill(); // a failed test: do not leave the holder running
+                let _ = c.wait();
+            }
+        }
+    }
+    let held = inotify_fds(holder.id());
+    let mut guard = Kill(Some(holder));
+    assert_eq!(
+        held, limit,
+        "the helper should hold all {limit} instances of uid {uid}"
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    chmod(d.path(), 0o755);
+    let logs = d.path().join("logs");
+    fs::create_dir(&logs).unwrap();
+    chown(&logs, uid);
+    let a_log = logs.join("a.log");
+    let mut a = Seq { tag: "a", n: 0 };
+    a.write(&a_log);
+    chown(&a_log, uid);
+    let config = seq_config(d.path(), &logs.join("*.log"), "200ms");
+    let mut daemon = Daemon::start(&config, Some(uid));
+
+    // Polling only: every line still arrives (within about one poll interval).
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        a.write(&a_log);
+        let n = a.n;
+        assert!(
+            daemon.wait(Duration::from_secs(5), |d| has_all(d, "a", n)),
+            "line {n} never arrived without inotify; log:\n{}",
+            daemon.log_text()
+        );
+        worst = worst.max(t.elapsed());
+    }
+    assert_eq!(
+        daemon.logged("cannot start inotify"),
+        1,
+        "the fallback is logged once; log:\n{}",
+        daemon.log_text()
+    );
+
+    // The limit is gone: inotify starts on a later poll tick.
+    holder = guard.0.take().unwrap();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(
+        daemon.wait(Duration::from_secs(10), |d| d.logged("inotify works again")
+            == 1),
+        "inotify did not come back; log:\n{}",
+        daemon.log_text()
+    );
+    for _ in 0..5 {
+        a.write(&a_log);
+    }
+    let n = a.n;
+    assert!(daemon.wait(Duration::from_secs(5), |d| has_all(d, "a", n)));
+
+    let status = daemon.stop();
+    let log = daemon.log_text();
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    exactly_once(&daemon.values(), "a", a.n).unwrap();
+    let watch_errors = stopped_field(&log, "watch_errors");
+    assert!(
+        watch_errors >= 2,
+        "retried on every poll tick and counted: {watch_errors}; log:\n{log}"
+    );
+    assert_eq!(stopped_field(&log, "unwatched_dirs"), 0, "{log}");
+    eprintln!(
+        "inotify limit ({limit} instances held): 20 lines by polling alone (slowest {worst:?} at a \
+         200ms poll), {watch_errors} failed inotify starts counted, 1 warning, recovered"
+    );
+}
