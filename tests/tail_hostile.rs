@@ -604,3 +604,175 @@ fn tail_inotify_instance_limit_falls_back_to_polling_and_recovers() {
          200ms poll), {watch_errors} failed inotify starts counted, 1 warning, recovered"
     );
 }
+
+/// Deterministic bytes that look like a compressed file: gzip magic, then noise with NULs.
+fn binary_noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    let mut v = vec![0x1f, 0x8b, 0x08, 0x00];
+    while v.len() < len {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        v.push((x >> 56) as u8);
+    }
+    v
+}
+
+/// A compressed file matched by the glob and a 10 MB line with no newline beside a normal
+/// file: the normal file is tailed throughout, the binary file is logged once and its lines
+/// counted as not UTF-8, the endless line is held bounded and ends as one truncated line.
+#[test]
+fn tail_binary_file_and_endless_line_are_survived_and_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let logs = d.path().join("logs");
+    fs::create_dir(&logs).unwrap();
+    let (app, gz, endless) = (
+        logs.join("app.log"),
+        logs.join("app.log.1.gz"),
+        logs.join("endless.log"),
+    );
+    append(&gz, &binary_noise(1 << 20, 1));
+    let mut a = Seq { tag: "a", n: 0 };
+    a.write(&app);
+    let config = seq_config(d.path(), &logs.join("*"), "100ms");
+    let mut daemon = Daemon::start(&config, None);
+    let chunk = vec![b'x'; 1 << 20];
+    for i in 0..10 {
+        append(&endless, &chunk); // 10 MB in all, no newline
+        a.write(&app);
+        if i % 3 == 0 {
+            append(&gz, &binary_noise(64 << 10, 2 + i));
+        }
+        let n = a.n;
+        assert!(
+            daemon.wait(Duration::from_secs(10), |d| has_all(d, "a", n)),
+            "app.log stalled beside the binary file and the endless line; log:\n{}",
+            daemon.log_text()
+        );
+    }
+    append(&endless, b"\nafter the endless line a-seq=999999\n");
+    a.write(&app);
+    let n = a.n;
+    assert!(daemon.wait(Duration::from_secs(10), |d| has_all(d, "a", n)
+        && d.values().iter().any(|(_, v)| *v == 999_999)));
+    assert_eq!(
+        daemon.logged("file starts with NUL bytes"),
+        1,
+        "{}",
+        daemon.log_text()
+    );
+    let status = daemon.stop();
+    let log = daemon.log_text();
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    let got: Vec<_> = daemon
+        .values()
+        .into_iter()
+        .filter(|(_, v)| *v != 999_999)
+        .collect();
+    exactly_once(&got, "a", a.n).unwrap();
+    assert_eq!(stopped_field(&log, "binary_files"), 1, "{log}");
+    assert_eq!(stopped_field(&log, "truncated_lines"), 1, "{log}");
+    assert_eq!(stopped_field(&log, "errors"), 0, "{log}");
+    let summary = log.lines().last().unwrap_or_default();
+    assert!(summary.contains("1 lines truncated"), "{summary}");
+    assert!(summary.contains("lines not UTF-8"), "{summary}");
+}
+
+/// Two workers' files under one source, written line by line in turn: a task failure and its
+/// traceback in one file, a bare traceback in the other. Each record holds only its own
+/// file's lines, the failure folds only its own file's traceback, and every event carries the
+/// source's static labels plus those derived from its path.
+#[test]
+fn tail_records_folds_and_labels_stay_per_file() {
+    let d = tempfile::tempdir().unwrap();
+    let logs = d.path().join("logs");
+    for w in ["w1", "w2"] {
+        fs::create_dir_all(logs.join(w)).unwrap();
+    }
+    let config = d.path().join("logwarden.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"[[source]]
+name = "workers"
+path = "{}/*/*.log"
+start_at = "beginning"
+labels = {{ team = "ops", worker = "{{dir}}", file = "{{stem}}", name = "{{name}}" }}
+
+[tailer]
+poll_interval = "100ms"
+"#,
+            logs.display()
+        ),
+    )
+    .unwrap();
+    let (w1, w2) = (logs.join("w1/celery.log"), logs.join("w2/celery.log"));
+    let ok = "[2026-11-23 10:00:41,000: INFO/ForkPoolWorker-1] Task tasks.resize[0c] succeeded in 0.5s: None";
+    append(&w1, format!("{ok}\n").as_bytes());
+    append(&w2, b"");
+    let mut daemon = Daemon::start(&config, None);
+    // Both files are open once the first line came through: from now on every write below
+    // is read on its own wake-up, so the classifier gets the two files' lines interleaved.
+    assert!(
+        daemon.wait(Duration::from_secs(10), |d| !d.events().is_empty()),
+        "{}",
+        daemon.log_text()
+    );
+    let ts = "[2026-11-23 10:00:40,299: ERROR/ForkPoolWorker-2]";
+    let turns: [(&Path, String); 8] = [
+        (
+            &w1,
+            format!("{ts} Task tasks.fetch_page[0a1b] raised unexpected: KeyError('k')"),
+        ),
+        (&w2, "Traceback (most recent call last):".into()),
+        (&w1, "Traceback (most recent call last):".into()),
+        (&w2, "  File \"/app/b.py\", line 2, in g".into()),
+        (&w1, "  File \"/app/a.py\", line 1, in f".into()),
+        (&w2, "ValueError: bad value".into()),
+        (&w1, "KeyError: 'k'".into()),
+        (&w2, ok.into()),
+    ];
+    for (path, line) in &turns {
+        append(path, format!("{line}\n").as_bytes());
+        // Separate writes, separate inotify wake-ups: the lines reach the classifier in turn.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Records close after `records.timeout` (1 s), folds after their window (2 s).
+    assert!(
+        daemon.wait(Duration::from_secs(15), |d| d.events().len() >= 4),
+        "events: {:?}; log:\n{}",
+        daemon.events(),
+        daemon.log_text()
+    );
+    let status = daemon.stop();
+    assert!(status.success(), "{}", daemon.log_text());
+    let events = daemon.events();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    let of = |worker: &str, kind: &str| -> serde_json::Value {
+        events
+            .iter()
+            .find(|e| e["labels"]["worker"] == worker && e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event of {worker}: {events:#?}"))
+            .clone()
+    };
+    let failed = of("w1", "error");
+    assert_eq!(failed["pattern"], "celery-task-failed", "{failed}");
+    assert_eq!(failed["folded"], 1, "{failed}");
+    assert_eq!(failed["lines"], 4, "its own traceback only: {failed}");
+    assert_eq!(failed["labels"]["task"], "tasks.fetch_page", "{failed}");
+    let bare = of("w2", "error");
+    assert_eq!(bare["record"], "python", "{bare}");
+    assert_eq!(bare["lines"], 3, "{bare}");
+    assert_eq!(bare["message"], "ValueError: bad value", "{bare}");
+    assert!(bare.get("folded").is_none(), "{bare}");
+    for e in &events {
+        let w = e["labels"]["worker"].as_str().unwrap();
+        assert!(w == "w1" || w == "w2", "{e}");
+        assert_eq!(e["source"], "workers", "{e}");
+        assert_eq!(e["labels"]["team"], "ops", "{e}");
+        assert_eq!(e["labels"]["file"], "celery", "{e}");
+        assert_eq!(e["labels"]["name"], "celery.log", "{e}");
+    }
+    assert_eq!(of("w1", "processed")["labels"]["task"], "tasks.resize");
+    assert_eq!(of("w2", "processed")["labels"]["task"], "tasks.resize");
+}

@@ -264,6 +264,7 @@ fn log_stopped(s: &TailerStats) {
         truncated_lines = sum(|f| f.truncated_lines),
         rotations = sum(|f| f.rotations),
         truncations = sum(|f| f.truncations),
+        binary_files = s.files.iter().filter(|f| f.binary).count(),
         errors = s.errors,
         skipped_for_cap = s.skipped_for_cap,
         watch_errors = s.watch_errors,

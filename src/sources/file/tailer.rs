@@ -27,6 +27,8 @@ const READ_CHUNK: usize = 256 * 1024;
 pub const FILE_BUDGET: usize = 4 << 20;
 /// Most bytes read in one tick over all files (bounds the memory of one tick's lines).
 pub const TICK_BUDGET: usize = 16 << 20;
+/// How many bytes at the start of a file are checked for NUL bytes (see [`FileStats::binary`]).
+pub const BINARY_SNIFF: usize = 512;
 /// With `start_at = "end"`, how far back from the end to look for the last line break, so a
 /// line being written at start-up is read whole.
 const END_WINDOW: u64 = 64 * 1024;
@@ -52,6 +54,10 @@ pub struct FileStats {
     pub rotations: u64,
     /// Times the file shrank or its head changed in place (copytruncate, `truncate`, `> f`).
     pub truncations: u64,
+    /// NUL bytes in the first [`BINARY_SNIFF`] bytes: a binary or compressed file (say a
+    /// rotated `app.log.1.gz` matched by `app.log*`). It is tailed anyway, as bytes; this is
+    /// logged once per path.
+    pub binary: bool,
 }
 
 /// Counters of the whole tailer, for `/metrics` and `/status`.
@@ -705,6 +711,11 @@ fn read_file(
         *budget -= n;
         st.bytes += n as u64;
         let mut data = &buf[..n];
+        if base == 0 && !st.binary && memchr(0, &data[..n.min(BINARY_SNIFF)]).is_some() {
+            st.binary = true;
+            tracing::warn!(source = %name, path = %f.path.display(),
+                "file starts with NUL bytes: binary or compressed? tailing it as bytes anyway");
+        }
         if let Some(i) = memrchr(b'\n', data) {
             f.line_start = base + i as u64 + 1;
         }
