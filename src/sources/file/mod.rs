@@ -459,3 +459,62 @@ impl DirWatcher {
         added
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits up to 5 s for a wake-up hint.
+    async fn woken(wake: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), wake.notified())
+            .await
+            .is_ok()
+    }
+
+    /// A watched directory removed and created again before the next `sync` gets the same
+    /// inode number on ext4; the deletion event still makes `sync` watch the new one.
+    #[tokio::test]
+    async fn directory_recreated_with_the_same_inode_is_watched_again() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("w");
+        std::fs::create_dir(&dir).unwrap();
+        let (wake, rescan) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        let mut w = DirWatcher::new(wake.clone(), rescan);
+        let want = BTreeSet::from([dir.clone()]);
+        assert!(w.sync(&want));
+        let before = std::fs::metadata(&dir).unwrap().ino();
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let same = std::fs::metadata(&dir).unwrap().ino() == before;
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while w.deleted.lock().unwrap().is_empty() && std::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!w.deleted.lock().unwrap().is_empty(), "no deletion event");
+        assert!(w.sync(&want), "not watched again (same inode: {same})");
+        while tokio::time::timeout(Duration::from_millis(50), wake.notified())
+            .await
+            .is_ok()
+        {} // drain the hints of the deletion
+        std::fs::write(dir.join("a.log"), b"x\n").unwrap();
+        assert!(woken(&wake).await, "no event from the recreated directory");
+        assert_eq!((w.watched.len(), w.unwatched, w.errors), (1, 0, 0));
+    }
+
+    /// Without inotify (as when the instance limit is reached) `sync` watches nothing, counts
+    /// each failed start and reports the directories as unwatched.
+    #[test]
+    fn failed_start_counts_and_reports_unwatched_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = DirWatcher::new(Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        let want = BTreeSet::from([d.path().to_path_buf(), d.path().join("missing")]);
+        let e = ::notify::Error::io(std::io::Error::from_raw_os_error(libc::EMFILE));
+        w.unwatched = 1;
+        w.failed("cannot start inotify", None, &e);
+        w.failed("cannot start inotify", None, &e);
+        assert_eq!((w.errors, w.degraded), (2, true));
+        // inotify is available here: the next sync starts it and ends the episode.
+        w.sync(&want);
+        assert_eq!((w.watched.len(), w.unwatched, w.degraded), (1, 0, false));
+    }
+}
