@@ -43,8 +43,9 @@
 //! it; one that is at none starts DRAINING; an identity not open yet is opened (subject to
 //! `max_open_files`). Then read every open file, older (lower open sequence) first, so a
 //! rotated-away file is drained before its successor is read in the same tick. Reads are
-//! bounded per file (4 MiB) and per tick (16 MiB); when a budget runs out the shell ticks again
-//! at once.
+//! bounded per file (256 KiB) and per tick (1 MiB); when a budget runs out the shell ticks
+//! again at once. (Small ticks keep a tick's lines in memory small and let classify start on
+//! them sooner: 16 MiB ticks cost ~15% more CPU in `scripts/bench-tail`, mostly page faults.)
 //!
 //! Where a newly opened file starts: a checkpoint with the same `(dev, inode)` and a matching
 //! fingerprint resumes at its offset (0 if the file is now shorter); same inode but different

@@ -24,9 +24,9 @@ pub type FileId = (u64, u64);
 /// Bytes per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
 /// Most bytes read from one file in one tick (fairness between busy files).
-pub const FILE_BUDGET: usize = 4 << 20;
+pub const FILE_BUDGET: usize = 256 << 10;
 /// Most bytes read in one tick over all files (bounds the memory of one tick's lines).
-pub const TICK_BUDGET: usize = 16 << 20;
+pub const TICK_BUDGET: usize = 1 << 20;
 /// How many bytes at the start of a file are checked for NUL bytes (see [`FileStats::binary`]).
 pub const BINARY_SNIFF: usize = 512;
 /// With `start_at = "end"`, how far back from the end to look for the last line break, so a
