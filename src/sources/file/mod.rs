@@ -68,7 +68,7 @@
 //! | copytruncate / `truncate` / `> f` | same inode, `size < pos`, or head fingerprint changed | read from 0, `truncations += 1` |
 //! | file absent at start | nothing matches | base directory watched; read from 0 when it appears |
 //! | file vanishes | at no glob path | drained for `rotate_wait`, flushed, closed |
-//! | watched directory deleted and recreated | directory inode changes | watch re-added on the next poll tick |
+//! | watched directory deleted and recreated | a `Remove(Folder)` event for it (ext4 gives the new directory the *same* inode number, so identity alone cannot tell) | old files drained; the directory is watched again on the next full tick (`watched_directory_deleted_and_recreated_is_watched_again`) |
 //!
 //! **copytruncate race**: logrotate copies the file, then truncates it. Bytes appended after
 //! the copy and before the truncate are in neither file: no tailer can read them. Bytes
@@ -88,6 +88,23 @@
 //! identical head at least as long as our offset is indistinguishable from an append; with
 //! more files than `max_open_files`, the extra files wait (counted in `skipped_for_cap`) and are
 //! read from 0 when a slot frees up.
+//!
+//! # Bad input and a hostile system
+//!
+//! Nothing here stops the tailer; each failure is **logged once per episode** (when a path
+//! starts failing, and `info` when it works again), **counted per attempt** in
+//! [`TailerStats`], and retried on every poll tick. The totals are logged when the tailer
+//! stops (`tailer stopped files=… errors=… watch_errors=…`); `/metrics` will carry them live.
+//!
+//! | input | handling | test (`tests/tail_hostile.rs` unless noted) |
+//! |---|---|---|
+//! | file cannot be opened (mode 000, wrong owner after `create 0600 root root`) | `errors` counted, others keep being tailed; once readable it is read from 0 (a file that appeared meanwhile), so nothing is lost | `tail_unreadable_file_and_directory_are_logged_once_and_lose_nothing` (as an unprivileged uid when run as root) |
+//! | file made unreadable while open | nothing happens: the open fd keeps reading (permissions are checked at open) | same |
+//! | directory that cannot be listed or searched | `errors` counted; its open files are **not** treated as rotated (that would re-read them later) but keep being read through their fds | same |
+//! | inotify cannot start (`EMFILE`: `max_user_instances`) or add a watch (`ENOSPC`: `max_user_watches`) | poll tick alone; `watch_errors` counted, `unwatched_dirs` shown, retried every tick: inotify comes back by itself | `tail_inotify_instance_limit_falls_back_to_polling_and_recovers` (`EMFILE`, the limit really reached for a dedicated uid; `ENOSPC` takes the same path but needs ~190k watched inodes to reproduce, so it is not) |
+//! | binary or compressed file (NUL bytes in its first 512 bytes) | tailed as bytes; `FileStats::binary`, one warning per path; classify counts lines that are not UTF-8 | `tail_binary_file_and_endless_line_are_survived_and_counted` |
+//! | NUL bytes, invalid UTF-8, over-long lines | bytes; lines capped at `max_line_bytes` (head kept, `truncated_lines`) | `tail.rs::bad_input_is_read_as_bytes_with_bounded_lines` |
+//! | a 10 MB line with no newline | held bounded (the cap, not the line), not checkpointed past its start; emitted truncated when it ends, or flushed when its file is closed | `tail.rs::endless_line_without_newline_is_held_bounded_and_not_checkpointed` |
 //!
 //! # Checkpoints and crash safety
 //!
