@@ -637,7 +637,6 @@ impl Source {
                     expired
                 }
             };
-
             if close {
                 // End of a rotated-away file after the grace period: its last line may lack
                 // a newline; flush it.
