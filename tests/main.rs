@@ -6,4 +6,5 @@ mod common;
 mod corpus;
 mod notify;
 mod tail;
+mod tail_hostile;
 mod tail_run;

@@ -596,6 +596,14 @@ fn vanished_file_is_drained_flushed_and_closed() {
         "partial flushed at close"
     );
     assert_eq!(core.t.open_files(), 0);
+    // Closed for real: no fd of this process points at the deleted file any more.
+    drop(w);
+    let deleted = format!("{} (deleted)", log.display());
+    let held = fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .any(|t| t.to_string_lossy() == deleted);
+    assert!(!held, "{deleted} is still open");
 }
 
 #[test]
@@ -705,6 +713,38 @@ fn bad_input_is_read_as_bytes_with_bounded_lines() {
         (st.lines, st.truncated_lines, st.bytes),
         (4, 1, data.len() as u64)
     );
+    assert!(st.binary, "NUL bytes in the first bytes");
+}
+
+#[test]
+fn endless_line_without_newline_is_held_bounded_and_not_checkpointed() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("endless.log");
+    let mut core = Core::with(&log, StartAt::Beginning, Vec::new(), |s| {
+        s.max_line_bytes = 1024
+    });
+    append(&log, b"before\n");
+    let chunk = vec![b'z'; 1 << 20];
+    for _ in 0..10 {
+        append(&log, &chunk); // 10 MB and no newline, read over ten ticks
+        core.tick();
+    }
+    assert_eq!(core.text(), ["before"]);
+    // The checkpoint stays before the unfinished line: a restart reads it again, whole.
+    let cps = core.t.checkpoints();
+    assert_eq!(cps[0].offset, 7);
+    assert_eq!(core.t.stats().files[0].bytes, 7 + 10 * (1 << 20));
+    assert!(!core.t.stats().files[0].binary);
+    append(&log, b"\nafter\n");
+    core.tick();
+    let want = ["before".to_string(), "z".repeat(1024), "after".to_string()];
+    assert_eq!(core.text(), want);
+    assert_eq!(core.truncated, 1);
+    // A restart from that checkpoint yields the same line, cut the same way.
+    let mut again = Core::with(&log, StartAt::Beginning, cps, |s| s.max_line_bytes = 1024);
+    again.tick();
+    assert_eq!(again.text(), want[1..]);
+    assert_eq!(again.truncated, 1);
 }
 
 // ---------------------------------------------------------------------------------------------

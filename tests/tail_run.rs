@@ -159,9 +159,9 @@ async fn inotify_wakes_the_tailer_and_rotations_are_seen_without_the_poll_tick()
     append(&log, b"new file\n");
     let got = r.until(202, Duration::from_secs(5)).await;
     assert_eq!(&got[200..], ["late to the old file", "new file"]);
-    let p = p99(lat);
-    eprintln!("write -> line latency with inotify: p99 {p:?}");
-    assert!(p < Duration::from_millis(250), "p99 {p:?}");
+    // Every line arrived long before the 60 s poll tick: inotify woke the tailer. The
+    // latency is reported, not asserted (see scripts/bench-tail for the measurement).
+    eprintln!("write -> line latency with inotify: p99 {:?}", p99(lat));
     r.stop().await;
 }
 
@@ -179,6 +179,40 @@ async fn poll_tick_alone_finds_new_files() {
     fs::create_dir(&sub).unwrap();
     append(&sub.join("a.log"), b"hello\n");
     assert_eq!(r.until(1, Duration::from_secs(5)).await, ["hello"]);
+    r.stop().await;
+}
+
+/// A watched directory deleted and recreated at once (ext4 gives the new one the same inode
+/// number): the new directory is watched again, so later writes arrive by inotify, with a
+/// poll tick of a minute that never fires during the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_directory_deleted_and_recreated_is_watched_again() {
+    let d = tempfile::tempdir().unwrap();
+    let w1 = d.path().join("w1");
+    fs::create_dir(&w1).unwrap();
+    append(&w1.join("a.log"), b"one\n");
+    let mut r = Running::start(
+        &d.path().join("*/*.log"),
+        StartAt::Beginning,
+        quick(Duration::from_secs(60), Duration::from_secs(60)),
+        None,
+    );
+    r.scanned().await;
+    assert_eq!(r.until(1, Duration::from_secs(5)).await, ["one"]);
+    fs::remove_dir_all(&w1).unwrap();
+    fs::create_dir(&w1).unwrap();
+    // Seen through the parent's watch (a directory was created: rescan).
+    append(&w1.join("a.log"), b"two\n");
+    assert_eq!(r.until(2, Duration::from_secs(5)).await, ["one", "two"]);
+    // Seen only if the recreated directory itself is watched.
+    append(&w1.join("a.log"), b"three\n");
+    assert_eq!(
+        r.until(3, Duration::from_secs(5)).await,
+        ["one", "two", "three"],
+        "the recreated directory is not watched"
+    );
+    let st = r.stats.borrow().clone();
+    assert_eq!((st.watched_dirs, st.unwatched_dirs), (2, 0), "{st:?}");
     r.stop().await;
 }
 

@@ -43,8 +43,9 @@
 //! it; one that is at none starts DRAINING; an identity not open yet is opened (subject to
 //! `max_open_files`). Then read every open file, older (lower open sequence) first, so a
 //! rotated-away file is drained before its successor is read in the same tick. Reads are
-//! bounded per file (4 MiB) and per tick (16 MiB); when a budget runs out the shell ticks again
-//! at once.
+//! bounded per file (256 KiB) and per tick (1 MiB); when a budget runs out the shell ticks
+//! again at once. (Small ticks keep a tick's lines in memory small and let classify start on
+//! them sooner: 16 MiB ticks cost ~15% more CPU in `scripts/bench-tail`, mostly page faults.)
 //!
 //! Where a newly opened file starts: a checkpoint with the same `(dev, inode)` and a matching
 //! fingerprint resumes at its offset (0 if the file is now shorter); same inode but different
@@ -67,7 +68,7 @@
 //! | copytruncate / `truncate` / `> f` | same inode, `size < pos`, or head fingerprint changed | read from 0, `truncations += 1` |
 //! | file absent at start | nothing matches | base directory watched; read from 0 when it appears |
 //! | file vanishes | at no glob path | drained for `rotate_wait`, flushed, closed |
-//! | watched directory deleted and recreated | directory inode changes | watch re-added on the next poll tick |
+//! | watched directory deleted and recreated | a `Remove(Folder)` event for it (ext4 gives the new directory the *same* inode number, so identity alone cannot tell) | old files drained; the directory is watched again on the next full tick (`watched_directory_deleted_and_recreated_is_watched_again`) |
 //!
 //! **copytruncate race**: logrotate copies the file, then truncates it. Bytes appended after
 //! the copy and before the truncate are in neither file: no tailer can read them. Bytes
@@ -88,6 +89,23 @@
 //! more files than `max_open_files`, the extra files wait (counted in `skipped_for_cap`) and are
 //! read from 0 when a slot frees up.
 //!
+//! # Bad input and a hostile system
+//!
+//! Nothing here stops the tailer; each failure is **logged once per episode** (when a path
+//! starts failing, and `info` when it works again), **counted per attempt** in
+//! [`TailerStats`], and retried on every poll tick. The totals are logged when the tailer
+//! stops (`tailer stopped files=… errors=… watch_errors=…`); `/metrics` will carry them live.
+//!
+//! | input | handling | test (`tests/tail_hostile.rs` unless noted) |
+//! |---|---|---|
+//! | file cannot be opened (mode 000, wrong owner after `create 0600 root root`) | `errors` counted, others keep being tailed; once readable it is read from 0 (a file that appeared meanwhile), so nothing is lost | `tail_unreadable_file_and_directory_are_logged_once_and_lose_nothing` (as an unprivileged uid when run as root) |
+//! | file made unreadable while open | nothing happens: the open fd keeps reading (permissions are checked at open) | same |
+//! | directory that cannot be listed or searched | `errors` counted; its open files are **not** treated as rotated (that would re-read them later) but keep being read through their fds | same |
+//! | inotify cannot start (`EMFILE`: `max_user_instances`) or add a watch (`ENOSPC`: `max_user_watches`) | poll tick alone; `watch_errors` counted, `unwatched_dirs` shown, retried every tick: inotify comes back by itself | `tail_inotify_instance_limit_falls_back_to_polling_and_recovers` (`EMFILE`, the limit really reached for a dedicated uid; `ENOSPC` takes the same path but needs ~190k watched inodes to reproduce, so it is not) |
+//! | binary or compressed file (NUL bytes in its first 512 bytes) | tailed as bytes; `FileStats::binary`, one warning per path; classify counts lines that are not UTF-8 | `tail_binary_file_and_endless_line_are_survived_and_counted` |
+//! | NUL bytes, invalid UTF-8, over-long lines | bytes; lines capped at `max_line_bytes` (head kept, `truncated_lines`) | `tail.rs::bad_input_is_read_as_bytes_with_bounded_lines` |
+//! | a 10 MB line with no newline | held bounded (the cap, not the line), not checkpointed past its start; emitted truncated when it ends, or flushed when its file is closed | `tail.rs::endless_line_without_newline_is_held_bounded_and_not_checkpointed` |
+//!
 //! # Checkpoints and crash safety
 //!
 //! Every `checkpoint_interval` the shell snapshots the offsets, and writes that snapshot once
@@ -107,12 +125,12 @@ pub mod tailer;
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::notify::event::{EventKind, ModifyKind};
+use ::notify::event::{EventKind, ModifyKind, RemoveKind};
 use ::notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -192,7 +210,9 @@ pub async fn run_with_stats(
         .map_err(std::io::Error::other)?;
         core = c;
         if !send_batches(&tx, lines).await {
-            return Ok(()); // downstream gone: shutting down
+            // Downstream gone: shutting down.
+            log_stopped(&stats_of(&core, &dirs));
+            return Ok(());
         }
         if full {
             // A directory watched only now may have changed between the scan and the watch:
@@ -201,7 +221,7 @@ pub async fn run_with_stats(
                 rescan.store(true, Ordering::SeqCst);
             }
             if let Some(s) = &stats {
-                s.send_replace(core.stats());
+                s.send_replace(stats_of(&core, &dirs));
             }
         }
         if stopping {
@@ -238,7 +258,37 @@ pub async fn run_with_stats(
     if let Some(store) = &store {
         save(store, &core.checkpoints(), &mut saved).await;
     }
+    log_stopped(&stats_of(&core, &dirs));
     Ok(())
+}
+
+/// The core's counters plus the watcher's.
+fn stats_of(core: &Tailer, dirs: &DirWatcher) -> TailerStats {
+    TailerStats {
+        watched_dirs: dirs.watched.len(),
+        unwatched_dirs: dirs.unwatched,
+        watch_errors: dirs.errors,
+        ..core.stats()
+    }
+}
+
+/// One line with the totals when the tailer stops (`/metrics` will carry them live).
+fn log_stopped(s: &TailerStats) {
+    let sum = |f: fn(&FileStats) -> u64| s.files.iter().map(f).sum::<u64>();
+    tracing::info!(
+        files = s.files.len(),
+        lines = sum(|f| f.lines),
+        bytes = sum(|f| f.bytes),
+        truncated_lines = sum(|f| f.truncated_lines),
+        rotations = sum(|f| f.rotations),
+        truncations = sum(|f| f.truncations),
+        binary_files = s.files.iter().filter(|f| f.binary).count(),
+        errors = s.errors,
+        skipped_for_cap = s.skipped_for_cap,
+        watch_errors = s.watch_errors,
+        unwatched_dirs = s.unwatched_dirs,
+        "tailer stopped"
+    );
 }
 
 async fn send_batches(tx: &mpsc::Sender<Vec<Line>>, mut lines: Vec<Line>) -> bool {
@@ -273,17 +323,56 @@ async fn save(store: &Arc<CheckpointStore>, cps: &[Checkpoint], last: &mut Vec<C
 
 /// Watches directories (never files: a file watch follows the inode after a rename) and turns
 /// events into wake-up hints.
+///
+/// When inotify cannot be started (`EMFILE`: the per-user `max_user_instances` is reached) or
+/// a watch cannot be added (`ENOSPC`: `max_user_watches`), the directories concerned are
+/// tailed by the poll tick alone: that is logged once per episode, counted in
+/// `watch_errors`, shown in `unwatched_dirs`, and retried on every poll tick, so inotify
+/// comes back by itself once the limit is no longer hit.
 struct DirWatcher {
     inner: Option<RecommendedWatcher>,
+    wake: Arc<Notify>,
+    rescan: Arc<AtomicBool>,
     /// Directory → its `(dev, inode)` when the watch was added (a recreated directory needs a
     /// new watch).
     watched: HashMap<PathBuf, (u64, u64)>,
-    warned: bool,
+    /// Directories reported deleted: inotify dropped their watch. ext4 hands a directory
+    /// recreated at once the same inode number, so `(dev, inode)` alone cannot tell.
+    deleted: Arc<Mutex<Vec<PathBuf>>>,
+    /// Existing directories wanted but not watched after the last `sync`.
+    unwatched: usize,
+    /// Failed attempts to start inotify or add a watch.
+    errors: u64,
+    /// A fallback episode is on (it was logged; its end will be).
+    degraded: bool,
 }
 
 impl DirWatcher {
     fn new(wake: Arc<Notify>, rescan: Arc<AtomicBool>) -> DirWatcher {
+        DirWatcher {
+            inner: None,
+            wake,
+            rescan,
+            watched: HashMap::new(),
+            deleted: Arc::new(Mutex::new(Vec::new())),
+            unwatched: 0,
+            errors: 0,
+            degraded: false,
+        }
+    }
+
+    fn start(&self) -> ::notify::Result<RecommendedWatcher> {
+        let (wake, rescan) = (self.wake.clone(), self.rescan.clone());
+        let deleted = self.deleted.clone();
         let handler = move |res: ::notify::Result<::notify::Event>| {
+            if let Ok(ev) = &res {
+                if ev.kind == EventKind::Remove(RemoveKind::Folder) {
+                    // Rare (directories only), and drained at the next full tick.
+                    if let Ok(mut d) = deleted.lock() {
+                        d.extend(ev.paths.iter().cloned());
+                    }
+                }
+            }
             let data_only = match &res {
                 Ok(ev) => {
                     !ev.need_rescan()
@@ -301,51 +390,67 @@ impl DirWatcher {
             }
             wake.notify_one();
         };
-        let inner = match ::notify::recommended_watcher(handler) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "inotify is unavailable; tailing by polling only");
-                None
-            }
-        };
-        DirWatcher {
-            inner,
-            watched: HashMap::new(),
-            warned: false,
+        ::notify::recommended_watcher(handler)
+    }
+
+    /// Counts a failure and logs the first of an episode.
+    fn failed(&mut self, what: &str, dir: Option<&Path>, e: &::notify::Error) {
+        self.errors += 1;
+        if !self.degraded {
+            self.degraded = true;
+            let dir = dir.map(|d| d.display().to_string()).unwrap_or_default();
+            tracing::warn!(dir, error = %e,
+                "{what} (inotify limit?); tailing by the poll tick alone until it works again");
         }
     }
 
-    /// Watches exactly `want` (re-watching recreated directories). True when a watch was added.
+    /// Watches exactly the existing directories of `want` (re-watching recreated ones),
+    /// starting inotify first if it is not running. True when a watch was added.
     fn sync(&mut self, want: &BTreeSet<PathBuf>) -> bool {
+        let existing: Vec<(&PathBuf, (u64, u64))> = want
+            .iter()
+            .filter_map(|d| match std::fs::metadata(d) {
+                Ok(md) if md.is_dir() => Some((d, (md.dev(), md.ino()))),
+                _ => None,
+            })
+            .collect();
+        if self.inner.is_none() {
+            match self.start() {
+                Ok(w) => self.inner = Some(w),
+                Err(e) => {
+                    self.unwatched = existing.len();
+                    self.failed("cannot start inotify", None, &e);
+                    return false;
+                }
+            }
+        }
         let Some(w) = self.inner.as_mut() else {
             return false;
         };
-        let mut added = false;
+        let deleted = match self.deleted.lock() {
+            Ok(mut d) => std::mem::take(&mut *d),
+            Err(_) => Vec::new(),
+        };
+        for d in deleted {
+            self.watched.remove(&d);
+        }
+        let mut failures = Vec::new();
         let stale: Vec<PathBuf> = self
             .watched
-            .keys()
-            .filter(|d| !want.contains(*d))
-            .cloned()
+            .iter()
+            .filter(|(d, id)| !existing.iter().any(|(e, eid)| e == d && eid == *id))
+            .map(|(d, _)| d.clone())
             .collect();
         for d in stale {
+            // The directory is gone or was recreated: its old watch may already be gone too.
             let _ = w.unwatch(&d);
             self.watched.remove(&d);
         }
-        for d in want {
-            let id = match std::fs::metadata(d) {
-                Ok(md) if md.is_dir() => (md.dev(), md.ino()),
-                _ => {
-                    if self.watched.remove(d).is_some() {
-                        let _ = w.unwatch(d);
-                    }
-                    continue;
-                }
-            };
-            if self.watched.get(d) == Some(&id) {
+        let mut added = false;
+        let mut unwatched = 0;
+        for (d, id) in existing {
+            if self.watched.contains_key(d) {
                 continue;
-            }
-            if self.watched.remove(d).is_some() {
-                let _ = w.unwatch(d);
             }
             match w.watch(d, RecursiveMode::NonRecursive) {
                 Ok(()) => {
@@ -353,14 +458,81 @@ impl DirWatcher {
                     added = true;
                 }
                 Err(e) => {
-                    if !self.warned {
-                        self.warned = true;
-                        tracing::warn!(dir = %d.display(), error = %e,
-                            "cannot watch directory (inotify limit?); relying on the poll tick");
-                    }
+                    unwatched += 1;
+                    failures.push((d.clone(), e));
                 }
             }
         }
+        for (d, e) in failures {
+            self.failed("cannot watch directory", Some(&d), &e);
+        }
+        self.unwatched = unwatched;
+        if self.degraded && unwatched == 0 {
+            self.degraded = false;
+            tracing::info!(
+                dirs = self.watched.len(),
+                "inotify works again; every directory is watched"
+            );
+        }
         added
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits up to 5 s for a wake-up hint.
+    async fn woken(wake: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), wake.notified())
+            .await
+            .is_ok()
+    }
+
+    /// A watched directory removed and created again before the next `sync` gets the same
+    /// inode number on ext4; the deletion event still makes `sync` watch the new one.
+    #[tokio::test]
+    async fn directory_recreated_with_the_same_inode_is_watched_again() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("w");
+        std::fs::create_dir(&dir).unwrap();
+        let (wake, rescan) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        let mut w = DirWatcher::new(wake.clone(), rescan);
+        let want = BTreeSet::from([dir.clone()]);
+        assert!(w.sync(&want));
+        let before = std::fs::metadata(&dir).unwrap().ino();
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let same = std::fs::metadata(&dir).unwrap().ino() == before;
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while w.deleted.lock().unwrap().is_empty() && std::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!w.deleted.lock().unwrap().is_empty(), "no deletion event");
+        assert!(w.sync(&want), "not watched again (same inode: {same})");
+        while tokio::time::timeout(Duration::from_millis(50), wake.notified())
+            .await
+            .is_ok()
+        {} // drain the hints of the deletion
+        std::fs::write(dir.join("a.log"), b"x\n").unwrap();
+        assert!(woken(&wake).await, "no event from the recreated directory");
+        assert_eq!((w.watched.len(), w.unwatched, w.errors), (1, 0, 0));
+    }
+
+    /// Without inotify (as when the instance limit is reached) `sync` watches nothing, counts
+    /// each failed start and reports the directories as unwatched.
+    #[test]
+    fn failed_start_counts_and_reports_unwatched_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = DirWatcher::new(Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        let want = BTreeSet::from([d.path().to_path_buf(), d.path().join("missing")]);
+        let e = ::notify::Error::io(std::io::Error::from_raw_os_error(libc::EMFILE));
+        w.unwatched = 1;
+        w.failed("cannot start inotify", None, &e);
+        w.failed("cannot start inotify", None, &e);
+        assert_eq!((w.errors, w.degraded), (2, true));
+        // inotify is available here: the next sync starts it and ends the episode.
+        w.sync(&want);
+        assert_eq!((w.watched.len(), w.unwatched, w.degraded), (1, 0, false));
     }
 }

@@ -24,9 +24,11 @@ pub type FileId = (u64, u64);
 /// Bytes per `read` call.
 const READ_CHUNK: usize = 256 * 1024;
 /// Most bytes read from one file in one tick (fairness between busy files).
-pub const FILE_BUDGET: usize = 4 << 20;
+pub const FILE_BUDGET: usize = 256 << 10;
 /// Most bytes read in one tick over all files (bounds the memory of one tick's lines).
-pub const TICK_BUDGET: usize = 16 << 20;
+pub const TICK_BUDGET: usize = 1 << 20;
+/// How many bytes at the start of a file are checked for NUL bytes (see [`FileStats::binary`]).
+pub const BINARY_SNIFF: usize = 512;
 /// With `start_at = "end"`, how far back from the end to look for the last line break, so a
 /// line being written at start-up is read whole.
 const END_WINDOW: u64 = 64 * 1024;
@@ -52,6 +54,10 @@ pub struct FileStats {
     pub rotations: u64,
     /// Times the file shrank or its head changed in place (copytruncate, `truncate`, `> f`).
     pub truncations: u64,
+    /// NUL bytes in the first [`BINARY_SNIFF`] bytes: a binary or compressed file (say a
+    /// rotated `app.log.1.gz` matched by `app.log*`). It is tailed anyway, as bytes; this is
+    /// logged once per path.
+    pub binary: bool,
 }
 
 /// Counters of the whole tailer, for `/metrics` and `/status`.
@@ -63,8 +69,17 @@ pub struct TailerStats {
     pub open_files: usize,
     /// Files not opened because `max_open_files` was reached (counted per attempt).
     pub skipped_for_cap: u64,
-    /// Open, stat and read errors.
+    /// Failed attempts to list a directory, or to stat, open or read a file (counted per
+    /// attempt; each failing path is logged once per episode).
     pub errors: u64,
+    /// Directories watched with inotify now (set by the async shell; 0 from the core).
+    pub watched_dirs: usize,
+    /// Directories that should be watched but are not (inotify unavailable, a watch limit):
+    /// they are tailed by the poll tick alone.
+    pub unwatched_dirs: usize,
+    /// Failed attempts to start inotify or to add a watch (counted per attempt; logged once
+    /// per episode).
+    pub watch_errors: u64,
 }
 
 struct TailFile {
@@ -102,7 +117,10 @@ struct Source {
     max_line: usize,
     files: HashMap<FileId, TailFile>,
     stats: BTreeMap<PathBuf, FileStats>,
-    warned: HashSet<PathBuf>,
+    /// Paths (files or directories) that failed in the last scan: logged once per episode.
+    scan_failing: HashSet<PathBuf>,
+    /// Paths whose open file failed its last read: logged once per episode.
+    read_failing: HashSet<PathBuf>,
 }
 
 /// Shared mutable state used while scanning one source.
@@ -168,7 +186,8 @@ impl Tailer {
                 max_line: s.max_line_bytes,
                 files: HashMap::new(),
                 stats: BTreeMap::new(),
-                warned: HashSet::new(),
+                scan_failing: HashSet::new(),
+                read_failing: HashSet::new(),
             });
         }
         Ok(Tailer {
@@ -269,6 +288,7 @@ impl Tailer {
             open_files: self.open,
             skipped_for_cap: self.skipped_for_cap,
             errors: self.errors,
+            ..TailerStats::default()
         }
     }
 
@@ -352,20 +372,35 @@ impl Source {
             })
     }
 
-    fn warn_once(&mut self, path: &Path, what: &str, e: &dyn std::fmt::Display) {
-        if self.warned.insert(path.to_path_buf()) {
-            tracing::warn!(source = %self.name, path = %path.display(), error = %e, "{what}");
+    /// Counts a failure of `path` in this scan and logs it when it was not failing in the
+    /// previous scan: one warning per episode, not one per tick.
+    fn scan_failed(
+        &self,
+        ctx: &mut Ctx<'_>,
+        failing: &mut HashSet<PathBuf>,
+        path: &Path,
+        what: &str,
+        e: &dyn std::fmt::Display,
+    ) {
+        *ctx.errors += 1;
+        if !self.scan_failing.contains(path) && !failing.contains(path) {
+            tracing::warn!(source = %self.name, path = %path.display(), error = %e,
+                "{what}; retrying on every poll tick");
         }
+        failing.insert(path.to_path_buf());
     }
 
     /// Re-expands the glob and reconciles it with the open files.
     fn scan(&mut self, ctx: &mut Ctx<'_>, now: Ts, initial: bool) {
+        let mut failing: HashSet<PathBuf> = HashSet::new();
         let mut found: Vec<(PathBuf, FileId)> = Vec::new();
         let entries = match glob::glob(&self.glob) {
             Ok(e) => e,
             Err(e) => {
+                // Unreachable in practice: `Tailer::new` validated the pattern.
                 let g = PathBuf::from(&self.glob);
-                self.warn_once(&g, "invalid glob", &e);
+                self.scan_failed(ctx, &mut failing, &g, "invalid glob", &e);
+                self.scan_failing = failing;
                 return;
             }
         };
@@ -375,14 +410,11 @@ impl Source {
                     Ok(md) if md.is_file() => found.push((p, (md.dev(), md.ino()))),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        *ctx.errors += 1;
-                        self.warn_once(&p, "cannot stat file", &e);
-                    }
+                    Err(e) => self.scan_failed(ctx, &mut failing, &p, "cannot stat file", &e),
                 },
                 Err(e) => {
                     let p = e.path().to_path_buf();
-                    self.warn_once(&p, "cannot read directory", &e);
+                    self.scan_failed(ctx, &mut failing, &p, "cannot read directory", e.error());
                 }
             }
         }
@@ -405,6 +437,9 @@ impl Source {
                         tracing::debug!(path = %f.path.display(), "file is back; no longer draining");
                     }
                 }
+                // A directory we may not list (or search) hides its files: that is not a
+                // rotation. Keep reading the fd; the next scan that can see the path decides.
+                None if f.draining_until.is_none() && hidden_but_present(&f.path, *id) => {}
                 None if f.draining_until.is_none() => {
                     f.draining_until = Some(now.plus(self.rotate_wait));
                     rotated.push((f.stats_path.clone(), PathBuf::new()));
@@ -429,6 +464,10 @@ impl Source {
                 continue;
             }
             if *ctx.open >= ctx.max_open {
+                // Not tried: a failing path stays in its episode (no second warning).
+                if self.scan_failing.contains(&path) {
+                    failing.insert(path.clone());
+                }
                 *ctx.skipped_for_cap += 1;
                 if !*ctx.cap_warned {
                     *ctx.cap_warned = true;
@@ -439,18 +478,24 @@ impl Source {
             }
             match self.open_file(ctx, &path, initial) {
                 Ok(Some((rid, f))) => {
+                    if self.scan_failing.contains(&path) {
+                        tracing::info!(source = %self.name, path = %path.display(),
+                            offset = f.pos, "file is readable again");
+                    }
                     self.files.insert(rid, f);
                     *ctx.open += 1;
-                    self.warned.remove(&path);
                 }
                 Ok(None) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    *ctx.errors += 1;
-                    self.warn_once(&path, "cannot open file", &e);
-                }
+                Err(e) => self.scan_failed(ctx, &mut failing, &path, "cannot open file", &e),
             }
         }
+        for p in self.scan_failing.difference(&failing) {
+            if p.is_dir() {
+                tracing::info!(source = %self.name, path = %p.display(), "directory is readable again");
+            }
+        }
+        self.scan_failing = failing;
     }
 
     fn open_file(
@@ -573,6 +618,9 @@ impl Source {
                     ..FileStats::default()
                 });
             let res = read_file(f, &self.name, st, now, out, budget, buf);
+            if res.is_ok() && self.read_failing.remove(&f.stats_path) {
+                tracing::info!(source = %self.name, path = %f.path.display(), "file is readable again");
+            }
             let expired = f.draining_until.is_some_and(|d| now >= d);
             let close = match res {
                 Ok(true) => {
@@ -582,9 +630,9 @@ impl Source {
                 Ok(false) => expired,
                 Err(e) => {
                     errors += 1;
-                    if self.warned.insert(f.stats_path.clone()) {
+                    if self.read_failing.insert(f.stats_path.clone()) {
                         tracing::warn!(source = %self.name, path = %f.path.display(), error = %e,
-                            "cannot read file");
+                            "cannot read file; retrying on every tick");
                     }
                     expired
                 }
@@ -662,6 +710,11 @@ fn read_file(
         *budget -= n;
         st.bytes += n as u64;
         let mut data = &buf[..n];
+        if base == 0 && !st.binary && memchr(0, &data[..n.min(BINARY_SNIFF)]).is_some() {
+            st.binary = true;
+            tracing::warn!(source = %name, path = %f.path.display(),
+                "file starts with NUL bytes: binary or compressed? tailing it as bytes anyway");
+        }
         if let Some(i) = memrchr(b'\n', data) {
             f.line_start = base + i as u64 + 1;
         }
@@ -759,6 +812,16 @@ fn finish_from_copy(
             .push(&buf[..n], |l| emit(out, st, l, name, stream, labels, now));
     }
     Some(path)
+}
+
+/// Whether the open file `id`, which the glob did not list, may still be at `path`: it is
+/// (the directory could not be listed), or `path` cannot be checked (a directory without
+/// search permission). Only a missing path or another file there means it left.
+fn hidden_but_present(path: &Path, id: FileId) -> bool {
+    match fs::metadata(path) {
+        Ok(md) => (md.dev(), md.ino()) == id,
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+    }
 }
 
 /// What changes when a file is written or truncated: (size, mtime, ctime) in nanoseconds.
