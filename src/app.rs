@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::config::{Config, SourceConfig, SourceInput};
 use crate::counters::{self, CountersReport};
-use crate::event::{Event, Line};
+use crate::event::{Event, Line, Ts};
 use crate::notify::{self, NotifySetup, NotifyStats, StdoutFactory};
 use crate::records::{Classifier, ClassifyStats};
 use crate::sources;
@@ -151,12 +151,14 @@ pub async fn run(
     }
     drop(line_tx); // The sources hold the only senders: classify ends when the last one stops.
 
+    let guard = BackfillGuard::new(&config);
     let classify = tokio::spawn(classify_stage(
         classifier,
         line_rx,
         event_tx,
         opts.events,
         clock,
+        guard,
     ));
     let counters = tokio::spawn(counters::run(
         config.rules.clone(),
@@ -219,6 +221,7 @@ pub async fn classify_stage(
     tx: mpsc::Sender<Vec<Event>>,
     mut events_out: Option<Box<dyn Write + Send>>,
     clock: Clock,
+    guard: BackfillGuard,
 ) -> ClassifyStats {
     let mut tick = tokio::time::interval(CLASSIFY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -227,8 +230,12 @@ pub async fn classify_stage(
         let mut out = Vec::new();
         let open = tokio::select! {
             batch = rx.recv() => match batch {
-                Some(lines) => {
-                    for l in &lines {
+                Some(mut lines) => {
+                    let now = clock.now();
+                    for l in &mut lines {
+                        if l.catch_up {
+                            l.backfill = guard.is_old(&l.bytes, now);
+                        }
                         classifier.push(l, &mut out);
                     }
                     true
@@ -269,4 +276,51 @@ fn write_events(w: &mut Box<dyn Write + Send>, events: &[Event]) -> std::io::Res
         w.write_all(b"\n")?;
     }
     w.flush()
+}
+
+/// The catch-up guard: a line read from data that was already in a file at start-up
+/// ([`Line::catch_up`]) whose own timestamp is older than `catch_up_window` is backfill: it
+/// counts, but the alerts it raises go out as one summary. A line without a recognisable
+/// timestamp is not backfill (its alerts go out normally). Timestamps without a zone are
+/// read as UTC, so the window is widened by the host's UTC offset: a fresh local-time line
+/// on a UTC−5 host never looks five hours old.
+pub struct BackfillGuard {
+    window: Duration,
+    ts_regex: Option<regex::bytes::Regex>,
+    year: i32,
+}
+
+impl BackfillGuard {
+    /// The guard for `config` (its `tailer.catch_up_window` and `replay` timestamp settings).
+    pub fn new(config: &Config) -> BackfillGuard {
+        BackfillGuard {
+            window: config.tailer.catch_up_window + utc_offset(),
+            ts_regex: config.replay.timestamp_regex.clone(),
+            year: config
+                .replay
+                .year
+                .unwrap_or_else(crate::replay::current_year),
+        }
+    }
+
+    /// True when `line` carries a timestamp older than the window at `now`.
+    pub fn is_old(&self, line: &[u8], now: Ts) -> bool {
+        crate::replay::parse_timestamp(line, self.ts_regex.as_ref(), self.year)
+            .is_some_and(|t| t.plus(self.window) < now)
+    }
+}
+
+/// The host's distance from UTC (absolute), from the C library's local time.
+fn utc_offset() -> Duration {
+    // SAFETY: localtime_r writes only into `tm`, which we own.
+    let off = unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            0
+        } else {
+            tm.tm_gmtoff
+        }
+    };
+    Duration::from_secs(off.unsigned_abs())
 }

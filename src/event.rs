@@ -109,6 +109,12 @@ pub struct Line {
     pub truncated: bool,
     /// When the line was read (daemon) or when it says it was written (replay).
     pub at: Ts,
+    /// Read from data that was already in the file when the daemon started (a checkpoint
+    /// resume or `start_at = "beginning"`): the classify stage checks its timestamp.
+    pub catch_up: bool,
+    /// Older than `catch_up_window`: counted, but its alerts are summarised (see
+    /// [`Event::backfill`]).
+    pub backfill: bool,
 }
 
 /// Labels: a small sorted list of `(name, value)` pairs. Sorted so that equal label sets

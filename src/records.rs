@@ -169,6 +169,8 @@ struct OpenRecord {
     last_at: Ts,
     /// Source labels of the first line.
     labels: Labels,
+    /// The first line was backfill.
+    backfill: bool,
     lines: Vec<RecLine>,
     /// Index into `lines` of the line that becomes the message.
     message: usize,
@@ -270,6 +272,7 @@ impl Classifier {
                     started: line.at,
                     last_at: line.at,
                     labels: line.labels.clone(),
+                    backfill: line.backfill,
                     lines: vec![first],
                     message: 0,
                 });
@@ -283,7 +286,7 @@ impl Classifier {
             Some(i) => {
                 let x = self.patterns.extract(i, &line.bytes, &mut self.scratch);
                 let message = display_text(&line.bytes);
-                let ev = self.event(
+                let mut ev = self.event(
                     i,
                     line.at,
                     &line.source,
@@ -294,6 +297,7 @@ impl Classifier {
                     true,
                     1,
                 );
+                ev.backfill = line.backfill;
                 self.emit_or_hold(&mut state, ev, i, out);
             }
         }
@@ -475,6 +479,7 @@ impl Classifier {
         } else {
             ev.record = Some(rec.mode.name());
         }
+        ev.backfill = rec.backfill;
         self.emit_or_hold(state, ev, winner, out);
     }
 
@@ -705,6 +710,8 @@ mod tests {
                 labels: Labels::from_pairs([("worker", "w1")]),
                 bytes: l.as_bytes().to_vec(),
                 truncated: false,
+                catch_up: false,
+                backfill: false,
                 at: Ts(start + i as u64 * step_ms),
             };
             c.push(&line, &mut out);
@@ -839,6 +846,8 @@ mod tests {
                 labels: Labels::new(),
                 bytes: l.as_bytes().to_vec(),
                 truncated: false,
+                catch_up: false,
+                backfill: false,
                 at: Ts(i as u64),
             };
             c.push(&line, &mut out);
@@ -924,6 +933,8 @@ mod tests {
                 labels: Labels::new(),
                 bytes: text.as_bytes().to_vec(),
                 truncated: false,
+                catch_up: false,
+                backfill: false,
                 at: Ts(i as u64),
             };
             c.push(&line, &mut out);

@@ -231,6 +231,8 @@ pub fn replay(
             bytes,
             truncated,
             at: now,
+            catch_up: false,
+            backfill: false,
         };
         let unmatched_before = classifier.stats.unmatched;
         classifier.push(&line, &mut events);
@@ -352,7 +354,8 @@ fn advance(
     report.alerts.append(alerts);
 }
 
-fn current_year() -> i32 {
+/// The current UTC year.
+pub fn current_year() -> i32 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

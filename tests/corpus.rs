@@ -274,6 +274,8 @@ fn events(text: &str, step_ms: u64) -> Vec<Event> {
             labels: Labels::new(),
             bytes: l.as_bytes().to_vec(),
             truncated: false,
+            catch_up: false,
+            backfill: false,
             at: Ts(1_000_000 + i as u64 * step_ms),
         };
         c.push(&line, &mut out);

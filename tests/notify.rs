@@ -225,7 +225,7 @@ group_wait = "0s"
     let url = format!("{}/services/{SLACK_SECRET}", slack.url(""));
     let mut d = Daemon::start(&cfg, &[("LW_SLACK_URL", &url)]);
     d.write(OOM);
-    wait_for("the Slack POST", Duration::from_secs(20), || {
+    wait_for("the Slack POST", Duration::from_secs(60), || {
         !slack.requests().is_empty()
     });
     let out = d.finish();
@@ -294,7 +294,7 @@ group_wait = "0s"
     let url = slack.url("/hook");
     let mut d = Daemon::start(&cfg, &[("LW_SLACK_URL", &url)]);
     d.write(OOM);
-    wait_for("three attempts", Duration::from_secs(30), || {
+    wait_for("three attempts", Duration::from_secs(60), || {
         slack.requests().len() >= 3
     });
     let out = d.finish();
@@ -336,7 +336,7 @@ group_wait = "0s"
             "2026-11-23 10:00:01,000 INFO task {i} processed in 0.1s\n"
         ));
     }
-    wait_for("two attempts", Duration::from_secs(30), || {
+    wait_for("two attempts", Duration::from_secs(60), || {
         slack.requests().len() >= 2
     });
     std::thread::sleep(Duration::from_millis(1500));
@@ -401,7 +401,7 @@ severity = "warning"
         storm.push_str(&format!("2026-11-23 10:00:00,000 job j{} failed\n", i % 50));
     }
     d.write(&storm);
-    wait_for("the burst", Duration::from_secs(20), || {
+    wait_for("the burst", Duration::from_secs(60), || {
         slack.requests().len() >= 3
     });
     let out = d.finish();
@@ -603,7 +603,7 @@ severity = "warning"
         ));
     }
     d.write(&text);
-    wait_for("the mail", Duration::from_secs(20), || {
+    wait_for("the mail", Duration::from_secs(60), || {
         !smtp.mails().is_empty()
     });
     let out = d.finish();
@@ -679,7 +679,7 @@ group_wait = "0s"
     );
     let mut d = Daemon::start(&cfg, &[]);
     d.write(OOM);
-    wait_for("two connections", Duration::from_secs(20), || {
+    wait_for("two connections", Duration::from_secs(60), || {
         held.lock().unwrap().len() >= 2
     });
     std::thread::sleep(Duration::from_millis(1500));
@@ -750,4 +750,91 @@ fn decode_qp(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn old_lines_read_while_catching_up_become_one_backfill_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut old = String::new();
+    for i in 0..300 {
+        old.push_str(&format!(
+            "2020-01-02 03:04:{:02},000 INFO task {i} processed in 0.1s\n",
+            i % 60
+        ));
+        if i % 10 == 0 {
+            old.push_str(&format!(
+                "2020-01-02 03:05:{:02},000 ERROR worker-{} MemoryError: out of memory\n",
+                i % 60,
+                i / 10
+            ));
+        }
+    }
+    std::fs::write(&log, old).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "--from-beginning", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let l2 = lines.clone();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            l2.lock().unwrap().push(l.unwrap());
+        }
+    });
+    wait_for("the backfill summary", Duration::from_secs(60), || {
+        lines.lock().unwrap().iter().any(|l| l.contains("BACKFILL"))
+    });
+    // A fresh OOM after the catch-up is told on its own, at once.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ts = chrono_like(now);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(f, "{ts},000 ERROR worker-99 MemoryError: out of memory").unwrap();
+    wait_for("the live alert", Duration::from_secs(60), || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("worker-99"))
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let got = lines.lock().unwrap().clone();
+    let backfill: Vec<&String> = got.iter().filter(|l| l.contains("BACKFILL")).collect();
+    assert_eq!(backfill.len(), 1, "{got:#?}");
+    assert!(backfill[0].contains("critical oom"), "{}", backfill[0]);
+    assert!(
+        backfill[0].contains("×30"),
+        "all 30 old OOMs in one line: {}",
+        backfill[0]
+    );
+    let singles: Vec<&String> = got.iter().filter(|l| l.contains(" ALERT ")).collect();
+    assert_eq!(
+        singles.len(),
+        1,
+        "only the fresh OOM is told alone: {got:#?}"
+    );
+    assert!(singles[0].contains("worker-99"));
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for Unix seconds, without a date crate.
+fn chrono_like(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (y, m, d) = logwarden::event::civil_from_days(days);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }

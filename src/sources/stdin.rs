@@ -44,6 +44,8 @@ pub async fn run<R: AsyncRead + Unpin>(
                 labels: labels.clone(),
                 bytes: l.bytes.to_vec(),
                 truncated: l.truncated,
+                catch_up: false,
+                backfill: false,
                 at,
             })
         };

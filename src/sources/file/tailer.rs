@@ -105,6 +105,8 @@ struct TailFile {
     draining_until: Option<Ts>,
     /// Open order: older files (a rotated-away one) are read before newer ones.
     seq: u64,
+    /// Bytes before this offset were in the file when the daemon started: catch-up.
+    catch_up_end: u64,
 }
 
 struct Source {
@@ -345,6 +347,7 @@ impl Tailer {
                             last_seen: change_key(&md),
                             draining_until: Some(now.plus(src.rotate_wait)),
                             seq: recovered,
+                            catch_up_end: md.len(),
                         };
                         recovered += 1;
                         src.stat(&stats_path).rotations += 1;
@@ -540,6 +543,7 @@ impl Source {
                 last_seen: change_key(&md),
                 draining_until: None,
                 seq,
+                catch_up_end: if initial { size } else { 0 },
             },
         )))
     }
@@ -643,7 +647,7 @@ impl Source {
                 let at = now;
                 let (name, labels, stream) = (&self.name, &f.labels, f.seq);
                 f.splitter
-                    .finish(|l| emit(out, st, l, name, stream, labels, at));
+                    .finish(|l| emit(out, st, l, name, stream, labels, at, false));
                 st.open = false;
                 tracing::debug!(source = %self.name, path = %f.path.display(), "closed drained file");
                 self.files.remove(&id);
@@ -727,9 +731,10 @@ fn read_file(
                 None => continue,
             }
         }
-        let (labels, stream) = (&f.labels, f.seq);
-        f.splitter
-            .push(data, |l| emit(out, st, l, name, stream, labels, now));
+        let (labels, stream, catch_up) = (&f.labels, f.seq, base < f.catch_up_end);
+        f.splitter.push(data, |l| {
+            emit(out, st, l, name, stream, labels, now, catch_up)
+        });
     }
     f.last_seen = seen;
     let known = size.max(f.pos);
@@ -741,6 +746,7 @@ fn read_file(
 }
 
 /// Counts one split line and appends it to `out`.
+#[allow(clippy::too_many_arguments)]
 fn emit(
     out: &mut Vec<Line>,
     st: &mut FileStats,
@@ -749,6 +755,7 @@ fn emit(
     stream: u64,
     labels: &Labels,
     at: Ts,
+    catch_up: bool,
 ) {
     st.lines += 1;
     st.truncated_lines += u64::from(l.truncated);
@@ -759,6 +766,8 @@ fn emit(
         bytes: l.bytes.to_vec(),
         truncated: l.truncated,
         at,
+        catch_up,
+        backfill: false,
     });
 }
 
@@ -808,8 +817,9 @@ fn finish_from_copy(
         };
         pos += n as u64;
         st.bytes += n as u64;
-        f.splitter
-            .push(&buf[..n], |l| emit(out, st, l, name, stream, labels, now));
+        f.splitter.push(&buf[..n], |l| {
+            emit(out, st, l, name, stream, labels, now, false)
+        });
     }
     Some(path)
 }
