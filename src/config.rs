@@ -370,11 +370,34 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Reads a config for `replay`: receivers are checked, but their secrets need not be
+    /// present (replay never sends; missing ones become placeholders).
+    pub fn load_offline(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg =
+            Config::from_str_opts(&path.display().to_string(), &text, path.parent(), true)?;
+        cfg.file = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
     /// Validates config text; `file` names it in errors, `base` resolves relative pack paths.
     pub fn from_str_named(
         file: &str,
         text: &str,
         base: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        Config::from_str_opts(file, text, base, false)
+    }
+
+    /// [`Config::from_str_named`]; with `offline`, missing secrets become placeholders.
+    pub fn from_str_opts(
+        file: &str,
+        text: &str,
+        base: Option<&Path>,
+        offline: bool,
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_string(),
@@ -497,6 +520,7 @@ impl Config {
             raw.routes,
             raw.inhibits,
             &|k| std::env::var(k).ok(),
+            offline,
             &inv,
         )?;
 

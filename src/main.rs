@@ -602,7 +602,10 @@ fn classify_events(
 }
 
 fn cmd_replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let config = load(args.config.as_deref())?;
+    let config = match args.config.as_deref() {
+        Some(p) => Config::load_offline(p)?,
+        None => Config::embedded()?,
+    };
     let inputs = replay::open_inputs(&args.files)?;
     let mut events_out = args.events.as_deref().map(open_output).transpose()?;
     let mut events_err: std::io::Result<()> = Ok(());
@@ -704,16 +707,17 @@ fn print_replay_notifications(
         let t = d.tick(at, false);
         emit(t, out)?;
     }
-    // After the last line: let every wait run out, as the daemon would.
-    let mut guard = 0;
-    while let Some(due) = d.next_due() {
+    // After the last line: let every wait run out, as the daemon would, for as long as the
+    // longest wait could be; then flush what is left, as a drain would.
+    let mut last = alerts.last().map(|a| a.at).unwrap_or_default();
+    let horizon = last.plus(std::time::Duration::from_secs(24 * 3600));
+    while let Some(due) = d.next_due().filter(|t| *t <= horizon) {
         let t = d.tick(due, false);
         emit(t, out)?;
-        guard += 1;
-        if guard > 10_000 {
-            break;
-        }
+        last = last.max(due);
     }
+    let t = d.tick(last, true);
+    emit(t, out)?;
     Ok((sent, held))
 }
 

@@ -838,3 +838,77 @@ fn chrono_like(secs: u64) -> String {
         s % 60
     )
 }
+
+#[test]
+fn replay_shows_what_each_receiver_would_get_including_what_limits_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[[rule]]
+name = "failures"
+type = "any"
+kinds = ["error", "crash", "oom"]
+severity = "warning"
+group_by = []
+
+[[receiver]]
+name = "slack"
+type = "slack"
+url_env = "LW_REPLAY_SLACK_UNSET"
+rate_limit = "1/h"
+burst = 2
+digest_wait = "1m"
+
+[[receiver]]
+name = "console"
+type = "stdout"
+
+[[route]]
+receivers = ["slack", "console"]
+group_by = ["rule", "source", "task"]
+group_wait = "0s"
+group_interval = "1s"
+"#,
+    )
+    .unwrap();
+    let log = crate::common::fixture("demo/worker.log");
+    let out = Command::new(bin())
+        .args([
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ])
+        .env_remove("LW_REPLAY_SLACK_UNSET")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let slack: Vec<&str> = text.lines().filter(|l| l.contains(" [slack] ")).collect();
+    let console: Vec<&str> = text.lines().filter(|l| l.contains(" [console] ")).collect();
+    let sent = slack
+        .iter()
+        .filter(|l| !l.contains("HELD") && !l.contains("DIGEST"))
+        .count();
+    let held = slack
+        .iter()
+        .filter(|l| l.contains("HELD by rate limit"))
+        .count();
+    let digests: Vec<&&str> = slack.iter().filter(|l| l.contains("DIGEST")).collect();
+    assert_eq!(sent, 2, "the burst: {text}");
+    assert!(held >= 3, "{text}");
+    assert_eq!(digests.len(), 1, "{text}");
+    assert!(
+        digests[0].contains(&format!("+{held} held back")),
+        "{}",
+        digests[0]
+    );
+    assert!(console.len() >= sent + held, "stdout has no limit: {text}");
+    assert!(
+        stderr(&out).contains("held back by rate limits"),
+        "{}",
+        stderr(&out)
+    );
+}

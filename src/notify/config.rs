@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use regex::Regex;
@@ -404,8 +405,14 @@ pub fn validate(
     routes: Vec<RawRoute>,
     inhibits: Vec<RawInhibit>,
     env: &dyn Fn(&str) -> Option<String>,
+    offline: bool,
     inv: Inv<'_>,
 ) -> Result<NotifyConfig, ConfigError> {
+    // Offline (replay): a missing secret becomes a placeholder; nothing is ever sent.
+    let placeholder = |k: &str| {
+        env(k).or_else(|| offline.then(|| "http://secret-not-loaded.invalid/".to_string()))
+    };
+    let env: &dyn Fn(&str) -> Option<String> = &placeholder;
     let mut out = NotifyConfig::default_stdout();
     if let Some(h) = notify.hostname {
         if h.trim().is_empty() || h.chars().any(char::is_control) {
@@ -434,7 +441,7 @@ pub fn validate(
         out.configured = true;
         out.receivers.clear();
         for (i, r) in receivers.into_iter().enumerate() {
-            let rc = receiver(i, r, env, inv)?;
+            let rc = receiver(i, r, env, offline, inv)?;
             if out.receivers.iter().any(|o| o.name == rc.name) {
                 return Err(inv(
                     format!("receiver[{i}].name"),
@@ -494,10 +501,9 @@ fn severities(at: &str, list: &[String], inv: Inv<'_>) -> Result<Vec<Severity>, 
 fn secret(
     at: &str,
     field: &str,
-    plain: Option<String>,
-    env_name: Option<String>,
-    file: Option<String>,
+    (plain, env_name, file): (Option<String>, Option<String>, Option<String>),
     env: &dyn Fn(&str) -> Option<String>,
+    offline: bool,
     inv: Inv<'_>,
 ) -> Result<Option<Secret>, ConfigError> {
     let set = [plain.is_some(), env_name.is_some(), file.is_some()]
@@ -525,6 +531,12 @@ fn secret(
         };
     }
     if let Some(path) = file {
+        if offline && !Path::new(&path).exists() {
+            return Ok(Some(Secret::new(
+                "http://secret-not-loaded.invalid/",
+                format!("file {path} (not loaded)"),
+            )));
+        }
         let v = std::fs::read_to_string(&path).map_err(|e| {
             inv(
                 format!("{at}.{field}_file"),
@@ -569,6 +581,7 @@ fn receiver(
     i: usize,
     r: RawReceiver,
     env: &dyn Fn(&str) -> Option<String>,
+    offline: bool,
     inv: Inv<'_>,
 ) -> Result<ReceiverConfig, ConfigError> {
     let at = format!("receiver[{i}] {:?}", r.name);
@@ -612,7 +625,7 @@ fn receiver(
                     "a Slack webhook URL is a secret: use url_env or url_file".into(),
                 ));
             }
-            let url = secret(&at, "url", r.url, r.url_env, r.url_file, env, inv)?
+            let url = secret(&at, "url", (r.url, r.url_env, r.url_file), env, offline, inv)?
                 .ok_or_else(|| inv(format!("{at}.url_env"), "needs url_env or url_file".into()))?;
             http_url(&at, "url", &url, inv)?;
             if r.kind == "slack" {
@@ -636,7 +649,7 @@ fn receiver(
                 ReceiverKind::Webhook { url, mode }
             }
         }
-        "email" => email(&at, &r, env, inv)?,
+        "email" => email(&at, &r, env, offline, inv)?,
         other => {
             return Err(inv(
                 format!("{at}.type"),
@@ -731,6 +744,7 @@ fn email(
     at: &str,
     r: &RawReceiver,
     env: &dyn Fn(&str) -> Option<String>,
+    offline: bool,
     inv: Inv<'_>,
 ) -> Result<ReceiverKind, ConfigError> {
     if r.url_env.is_some() || r.url_file.is_some() {
@@ -785,10 +799,9 @@ fn email(
     let password = secret(
         at,
         "password",
-        None,
-        r.password_env.clone(),
-        r.password_file.clone(),
+        (None, r.password_env.clone(), r.password_file.clone()),
         env,
+        offline,
         inv,
     )?;
     if password.is_some() != username.is_some() {

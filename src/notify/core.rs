@@ -436,8 +436,15 @@ impl Notifier {
         for key in due {
             self.flush(&key, now, &mut out);
         }
-        self.groups
-            .retain(|_, g| !g.members.is_empty() || g.next_flush.is_some());
+        // An emptied group is kept for its group_interval, so the next change waits for it
+        // instead of starting a new group (no group_wait bypass for a chatty `any` rule).
+        let routes = &self.cfg.routes;
+        self.groups.retain(|(r, _), g| {
+            !g.members.is_empty()
+                || g.next_flush.is_some()
+                || g.last_flush
+                    .is_some_and(|t| now.since(t) < routes[*r].group_interval)
+        });
         if let Some(since) = self.backfill.since {
             if drain || now >= self.backfill.last.plus(self.cfg.backfill_wait) {
                 let b = std::mem::take(&mut self.backfill);
@@ -735,9 +742,11 @@ mod tests {
             vec!["stdout: RESOLVED critical crash{worker=\"w1\"}"]
         );
         assert!(
-            n.groups().is_empty(),
-            "a resolved, told alert leaves no state"
+            n.groups().values().all(|g| g.members.is_empty()),
+            "a resolved, told alert leaves no member"
         );
+        n.tick(at(120), false);
+        assert!(n.groups().is_empty(), "and the group goes after its interval");
 
         n.push(
             alert("backlog", AlertState::Firing, Severity::Warning, "w1", 100),
@@ -842,6 +851,27 @@ mod tests {
             vec!["stdout: ALERT critical oom{worker=\"w1\"} ×5"]
         );
         assert!(n.groups().values().all(|g| g.members.is_empty()));
+    }
+
+    #[test]
+    fn a_chatty_any_rule_waits_group_interval_between_messages() {
+        let mut n = Notifier::new(cfg(vec![route(vec![0], 0)], vec![]));
+        n.push(
+            alert("oom", AlertState::Event, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        assert_eq!(n.tick(at(0), false).len(), 1);
+        for s in 2..10 {
+            n.push(
+                alert("oom", AlertState::Event, Severity::Critical, "w1", s),
+                at(s),
+            );
+            assert!(n.tick(at(s), false).is_empty(), "at {s}");
+        }
+        assert_eq!(
+            summaries(&n.tick(at(60), false)),
+            vec!["stdout: ALERT critical oom{worker=\"w1\"} ×8"]
+        );
     }
 
     #[test]

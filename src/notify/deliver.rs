@@ -58,6 +58,8 @@ pub struct Gate {
     since: Option<Ts>,
     lines: Vec<String>,
     more: u64,
+    /// The limit denied the digest until this time.
+    retry_at: Option<Ts>,
 }
 
 impl Gate {
@@ -79,6 +81,7 @@ impl Gate {
             since: None,
             lines: Vec::new(),
             more: 0,
+            retry_at: None,
         }
     }
 
@@ -109,9 +112,18 @@ impl Gate {
     /// allows one more message (or at once when draining).
     pub fn poll(&mut self, m_receiver: (usize, &str), now: Ts, drain: bool) -> Option<Message> {
         let since = self.since?;
-        if !drain && (now < since.plus(self.digest_wait) || !self.allow(now)) {
-            return None;
+        if !drain {
+            if now < since.plus(self.digest_wait) {
+                return None;
+            }
+            self.clock.set(now);
+            if let Some(Err(not_until)) = self.limiter.as_ref().map(|l| l.check()) {
+                let wait = not_until.wait_time_from(self.clock.now());
+                self.retry_at = Some(now.plus(wait.max(Duration::from_millis(1))));
+                return None;
+            }
         }
+        self.retry_at = None;
         let mut lines = std::mem::take(&mut self.lines);
         if self.more > 0 {
             lines.push(format!("… and {} more", self.more));
@@ -130,7 +142,8 @@ impl Gate {
 
     /// When a held digest could go out.
     pub fn next_due(&self) -> Option<Ts> {
-        self.since.map(|s| s.plus(self.digest_wait))
+        self.since
+            .map(|s| s.plus(self.digest_wait).max(self.retry_at.unwrap_or(s)))
     }
 }
 
