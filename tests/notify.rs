@@ -385,6 +385,7 @@ group_wait = "0s"
 name = "storm-job"
 kind = "error"
 regex = 'job (?P<job>j[0-9]+) failed'
+labels = ["job"]
 priority = 100
 
 [[rule]]

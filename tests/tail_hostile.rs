@@ -380,7 +380,16 @@ fn tail_unreadable_file_and_directory_are_logged_once_and_lose_nothing() {
     // 4. Rotation to an unreadable successor (logrotate `create 0000`): the old file is
     // drained, the new one fails to open (a second episode: one more warning) until fixed.
     fs::rename(&a_log, logs.join("a.log.1")).unwrap();
-    append(&a_log, b"");
+    // Created unreadable in one step: a readable moment would let the tailer open it.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o000)
+            .open(&a_log)
+            .unwrap();
+    }
     if let Some(uid) = uid {
         chown(&a_log, uid);
     }

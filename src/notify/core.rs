@@ -746,7 +746,10 @@ mod tests {
             "a resolved, told alert leaves no member"
         );
         n.tick(at(120), false);
-        assert!(n.groups().is_empty(), "and the group goes after its interval");
+        assert!(
+            n.groups().is_empty(),
+            "and the group goes after its interval"
+        );
 
         n.push(
             alert("backlog", AlertState::Firing, Severity::Warning, "w1", 100),
