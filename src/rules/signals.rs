@@ -1,0 +1,943 @@
+//! Rules over signals other than event counts, kept beside the count/ratio engine and driven
+//! by the same [`RuleEngine`](super::RuleEngine):
+//!
+//! - `gauge`: a queue metric (`depth`, `age`, `pending`, `lag`) summed per group (`age`: the
+//!   maximum), or the depth's `growth` per minute over a window, compared with a threshold;
+//! - `absent`: no events of `kinds` (or no lines at all) from a source for `for`: the silent
+//!   worker, the missing heartbeat;
+//! - `all`: a conjunction of other rules' conditions for the same group (stalled workers =
+//!   depth > 0 and nothing processed);
+//! - `queue_source_down` (built in): a `[[queue]]` has not been polled for its `down_after`.
+//!
+//! Pure like the rest of the engine: samples, line counts and health changes carry their own
+//! time, and `evaluate(now)` decides.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Alert, AlertState, Op, Phase, RuleKind, RuleSpec, RuleState};
+use crate::event::{Event, Labels, Ts};
+use crate::queues::{label, Health, Metric, SampleBatch};
+
+/// What a `gauge` rule compares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GaugeMetric {
+    /// The latest value of a metric, summed over the group's series (`age`: the maximum).
+    Value(Metric),
+    /// Change of the summed depth per minute over `window`.
+    Growth {
+        /// Span the growth is measured over.
+        window: Duration,
+    },
+}
+
+impl GaugeMetric {
+    fn name(&self) -> &'static str {
+        match self {
+            GaugeMetric::Value(m) => m.as_str(),
+            GaugeMetric::Growth { .. } => "growth",
+        }
+    }
+
+    fn source_metric(&self) -> Metric {
+        match self {
+            GaugeMetric::Value(m) => *m,
+            GaugeMetric::Growth { .. } => Metric::Depth,
+        }
+    }
+}
+
+/// A `gauge` rule's selection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaugeSpec {
+    /// What is compared.
+    pub metric: GaugeMetric,
+    /// Only series whose `part` is one of these; empty = all.
+    pub parts: Vec<Arc<str>>,
+}
+
+/// How one rule's groups look from an `all` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Component {
+    /// Index into the count/ratio rules.
+    Count(usize),
+    /// Index into the signal rules.
+    Signal(usize),
+}
+
+#[derive(Debug)]
+struct GaugeGroup {
+    labels: Labels,
+    /// Latest value per (source, series labels).
+    series: HashMap<(Arc<str>, Labels), f64>,
+    /// Group value after each update, for growth.
+    history: VecDeque<(Ts, f64)>,
+    phase: Phase,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct AbsentGroup {
+    labels: Labels,
+    last_seen: Ts,
+    phase: Phase,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct DownState {
+    down_since: Option<Ts>,
+    down_after: Duration,
+    error: Option<String>,
+    firing_since: Option<Ts>,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    Gauge(HashMap<Labels, GaugeGroup>),
+    Absent {
+        groups: HashMap<Labels, AbsentGroup>,
+        started: bool,
+    },
+    All {
+        components: Vec<Component>,
+        groups: HashMap<Labels, Phase>,
+    },
+    Down(HashMap<Arc<str>, DownState>),
+}
+
+struct SignalRule {
+    spec: RuleSpec,
+    state: State,
+}
+
+/// The signal rules of an engine.
+pub(super) struct Signals {
+    rules: Vec<SignalRule>,
+}
+
+/// True for the rule kinds this module evaluates.
+pub(super) fn is_signal(kind: &RuleKind) -> bool {
+    matches!(
+        kind,
+        RuleKind::Gauge(_) | RuleKind::Absent { .. } | RuleKind::All { .. } | RuleKind::SourceDown
+    )
+}
+
+impl Signals {
+    /// Builds the states; `count_rules` resolves `all` components among the count/ratio rules.
+    pub(super) fn new(specs: Vec<RuleSpec>, count_rules: &[RuleState]) -> Signals {
+        let names: Vec<Arc<str>> = specs.iter().map(|s| s.name.clone()).collect();
+        let rules = specs
+            .into_iter()
+            .map(|spec| {
+                let state = match &spec.kind {
+                    RuleKind::Gauge(_) => State::Gauge(HashMap::new()),
+                    RuleKind::Absent { .. } => State::Absent {
+                        groups: HashMap::new(),
+                        started: false,
+                    },
+                    RuleKind::All { rules } => State::All {
+                        components: rules
+                            .iter()
+                            .filter_map(|r| {
+                                count_rules
+                                    .iter()
+                                    .position(|c| &c.spec.name == r)
+                                    .map(Component::Count)
+                                    .or_else(|| {
+                                        names.iter().position(|n| n == r).map(Component::Signal)
+                                    })
+                            })
+                            .collect(),
+                        groups: HashMap::new(),
+                    },
+                    _ => State::Down(HashMap::new()),
+                };
+                SignalRule { spec, state }
+            })
+            .collect();
+        Signals { rules }
+    }
+
+    /// Windows held (for the series count).
+    pub(super) fn series(&self) -> usize {
+        self.rules
+            .iter()
+            .map(|r| match &r.state {
+                State::Gauge(g) => g.len(),
+                State::Absent { groups, .. } => groups.len(),
+                State::All { groups, .. } => groups.len(),
+                State::Down(d) => d.len(),
+            })
+            .sum()
+    }
+
+    /// An event refreshes `absent` rules that watch its kind.
+    pub(super) fn observe_event(&mut self, ev: &Event) {
+        for r in &mut self.rules {
+            let (RuleKind::Absent { kinds }, State::Absent { groups, .. }) =
+                (&r.spec.kind, &mut r.state)
+            else {
+                continue;
+            };
+            if kinds.is_empty() || !kinds.contains(&ev.kind) || !r.spec.matches(ev) {
+                continue;
+            }
+            seen(groups, &r.spec, &ev.source, &ev.labels, ev.ts);
+        }
+    }
+
+    /// Lines read from `source` (with its static labels) refresh `absent` rules without kinds.
+    pub(super) fn observe_lines(&mut self, source: &Arc<str>, labels: &Labels, at: Ts) {
+        for r in &mut self.rules {
+            let (RuleKind::Absent { kinds }, State::Absent { groups, .. }) =
+                (&r.spec.kind, &mut r.state)
+            else {
+                continue;
+            };
+            if !kinds.is_empty() || !(r.spec.sources.is_empty() || r.spec.sources.contains(source))
+            {
+                continue;
+            }
+            seen(groups, &r.spec, source, labels, at);
+        }
+    }
+
+    /// Queue samples update the `gauge` rules.
+    pub(super) fn observe_samples(&mut self, batch: &SampleBatch) {
+        for r in &mut self.rules {
+            let (RuleKind::Gauge(g), State::Gauge(groups)) = (&r.spec.kind, &mut r.state) else {
+                continue;
+            };
+            let spec = &r.spec;
+            if !(spec.sources.is_empty() || spec.sources.contains(&batch.source)) {
+                continue;
+            }
+            let metric = g.metric.source_metric();
+            if batch.complete {
+                // A poll holds every series of its source: the ones it lacks are gone.
+                for grp in groups.values_mut() {
+                    let before = grp.series.len();
+                    grp.series.retain(|(s, _), _| s != &batch.source);
+                    grp.dirty |= grp.series.len() != before;
+                }
+            }
+            for s in &batch.samples {
+                if s.metric != metric
+                    || !(g.parts.is_empty()
+                        || s.labels
+                            .get(label::PART)
+                            .is_some_and(|p| g.parts.iter().any(|x| x.as_ref() == p)))
+                    || !spec
+                        .matchers
+                        .iter()
+                        .all(|(k, v)| s.labels.get(k) == Some(v.as_str()))
+                {
+                    continue;
+                }
+                let key = s.labels.project(&spec.group_by);
+                let grp = groups.entry(key.clone()).or_insert_with(|| GaugeGroup {
+                    labels: key,
+                    series: HashMap::new(),
+                    history: VecDeque::new(),
+                    phase: Phase::Inactive,
+                    dirty: false,
+                });
+                grp.series
+                    .insert((batch.source.clone(), s.labels.clone()), s.value);
+                grp.dirty = true;
+            }
+            for grp in groups.values_mut().filter(|g| g.dirty) {
+                if let (GaugeMetric::Growth { window }, Some(v)) =
+                    (&g.metric, group_value(metric, &grp.series))
+                {
+                    grp.history.push_back((batch.at, v));
+                    // Keep one point at or before the window start as the baseline.
+                    while grp.history.len() > 2 && batch.at.since(grp.history[1].0) >= *window {
+                        grp.history.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A queue source went down or came back.
+    pub(super) fn observe_health(&mut self, h: &Health) {
+        for r in &mut self.rules {
+            let State::Down(states) = &mut r.state else {
+                continue;
+            };
+            let st = states.entry(h.source.clone()).or_insert(DownState {
+                down_since: None,
+                down_after: h.down_after,
+                error: None,
+                firing_since: None,
+                dirty: false,
+            });
+            st.down_after = h.down_after;
+            if h.up {
+                st.down_since = None;
+            } else if st.down_since.is_none() {
+                st.down_since = Some(h.at);
+                st.error = h.error.clone();
+            }
+            st.dirty = true;
+        }
+    }
+
+    /// Decides the signal rules at `now`. `all` rules are decided only on full evaluations
+    /// (`only_touched` false): they depend on time as much as on input.
+    pub(super) fn evaluate(
+        &mut self,
+        now: Ts,
+        started: Ts,
+        only_touched: bool,
+        count_rules: &[RuleState],
+        out: &mut Vec<Alert>,
+    ) {
+        for i in 0..self.rules.len() {
+            let (before, rest) = self.rules.split_at_mut(i);
+            let (r, after) = rest.split_first_mut().expect("index in range");
+            let spec = &r.spec;
+            match (&spec.kind, &mut r.state) {
+                (RuleKind::Gauge(g), State::Gauge(groups)) => {
+                    for grp in groups.values_mut() {
+                        if only_touched && !grp.dirty {
+                            continue;
+                        }
+                        grp.dirty = false;
+                        let Some((value, meaningful)) = gauge_value(g, grp) else {
+                            continue; // no data (source down): the state stands
+                        };
+                        let holds = meaningful && spec.op.holds(value, spec.threshold);
+                        let still =
+                            holds || (meaningful && spec.clear_below.is_some_and(|c| value >= c));
+                        let ev = || gauge_evidence(spec, g, grp);
+                        grp.phase = step(
+                            spec,
+                            grp.phase,
+                            holds,
+                            still,
+                            now,
+                            spec.for_,
+                            value,
+                            &grp.labels,
+                            &ev,
+                            out,
+                        );
+                    }
+                    groups
+                        .retain(|_, grp| !(grp.series.is_empty() && grp.phase == Phase::Inactive));
+                }
+                (RuleKind::Absent { .. }, State::Absent { groups, started }) => {
+                    if !*started {
+                        *started = true;
+                        // Configured sources are watched from the start, heard from or not.
+                        if spec.group_by.is_empty() {
+                            for s in &spec.sources {
+                                let key = Labels::from_pairs([("source", s.clone())]);
+                                groups.entry(key.clone()).or_insert(AbsentGroup {
+                                    labels: key,
+                                    last_seen: now,
+                                    phase: Phase::Inactive,
+                                    dirty: true,
+                                });
+                            }
+                        }
+                    }
+                    for grp in groups.values_mut() {
+                        if only_touched && !grp.dirty {
+                            continue;
+                        }
+                        grp.dirty = false;
+                        let silent = now.since(grp.last_seen);
+                        let holds = silent >= spec.for_;
+                        let value = silent.as_secs_f64();
+                        let last = grp.last_seen;
+                        let ev = || vec![format!("nothing since {last}")];
+                        grp.phase = step(
+                            spec,
+                            grp.phase,
+                            holds,
+                            holds,
+                            now,
+                            Duration::ZERO,
+                            value,
+                            &grp.labels,
+                            &ev,
+                            out,
+                        );
+                    }
+                }
+                (RuleKind::All { .. }, State::All { components, groups }) => {
+                    if only_touched {
+                        continue;
+                    }
+                    let mut per: Vec<Vec<(Labels, bool)>> = Vec::new();
+                    let mut empty_holds = Vec::new();
+                    for c in components.iter() {
+                        let (conds, at_empty) = match *c {
+                            Component::Count(j) => {
+                                let rs = &count_rules[j];
+                                // A rule with no group has seen no event: its value is 0, which
+                                // means something once the daemon has watched a whole window.
+                                let watched = rs.spec.window().unwrap_or_default() + rs.spec.for_;
+                                (
+                                    rs.conditions(),
+                                    rs.spec.op.holds(0.0, rs.spec.threshold)
+                                        && now.since(started) >= watched,
+                                )
+                            }
+                            Component::Signal(j) if j < i => (before[j].conditions(), false),
+                            Component::Signal(j) if j > i => (after[j - i - 1].conditions(), false),
+                            Component::Signal(_) => (Vec::new(), false),
+                        };
+                        per.push(
+                            conds
+                                .into_iter()
+                                .map(|(l, h)| (l.project(&spec.group_by), h))
+                                .collect(),
+                        );
+                        empty_holds.push(at_empty);
+                    }
+                    let mut candidates: Vec<Labels> =
+                        per.iter().flatten().map(|(l, _)| l.clone()).collect();
+                    candidates.extend(groups.keys().cloned());
+                    if spec.group_by.is_empty() {
+                        candidates.push(Labels::new());
+                    }
+                    candidates.sort();
+                    candidates.dedup();
+                    for key in candidates {
+                        let holds = !per.is_empty()
+                            && per.iter().zip(&empty_holds).all(|(conds, at_empty)| {
+                                let mine: Vec<bool> = conds
+                                    .iter()
+                                    .filter(|(l, _)| *l == key)
+                                    .map(|(_, h)| *h)
+                                    .collect();
+                                if mine.is_empty() {
+                                    *at_empty
+                                } else {
+                                    mine.contains(&true)
+                                }
+                            });
+                        let phase = groups.get(&key).copied().unwrap_or(Phase::Inactive);
+                        let names: Vec<&str> = match &spec.kind {
+                            RuleKind::All { rules } => rules.iter().map(|r| r.as_ref()).collect(),
+                            _ => Vec::new(),
+                        };
+                        let ev = || vec![format!("all of {} held", names.join(", "))];
+                        let next = step(
+                            spec,
+                            phase,
+                            holds,
+                            holds,
+                            now,
+                            spec.for_,
+                            f64::from(u8::from(holds)),
+                            &key,
+                            &ev,
+                            out,
+                        );
+                        if next == Phase::Inactive {
+                            groups.remove(&key);
+                        } else {
+                            groups.insert(key, next);
+                        }
+                    }
+                }
+                (RuleKind::SourceDown, State::Down(states)) => {
+                    for (source, st) in states.iter_mut() {
+                        if only_touched && !st.dirty {
+                            continue;
+                        }
+                        st.dirty = false;
+                        let labels = Labels::from_pairs([("source", source.clone())]);
+                        let down_for = st.down_since.map(|d| now.since(d));
+                        let alert = |state, since: Ts| Alert {
+                            rule: spec.name.clone(),
+                            rule_type: spec.type_name(),
+                            labels: labels.clone(),
+                            state,
+                            severity: spec.severity,
+                            value: down_for.unwrap_or_default().as_secs_f64(),
+                            threshold: st.down_after.as_secs_f64(),
+                            op: Op::Ge,
+                            window_secs: None,
+                            count: 0,
+                            total: None,
+                            at: now,
+                            since,
+                            summary: spec.summary.clone(),
+                            evidence: st.error.iter().cloned().collect(),
+                        };
+                        match (down_for, st.firing_since) {
+                            (Some(d), None) if d >= st.down_after => {
+                                out.push(alert(AlertState::Firing, now));
+                                st.firing_since = Some(now);
+                            }
+                            (None, Some(since)) => {
+                                out.push(alert(AlertState::Resolved, since));
+                                st.firing_since = None;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Pending and firing alerts.
+    pub(super) fn active(&self, out: &mut Vec<super::ActiveAlert>) {
+        for r in &self.rules {
+            let mut push = |labels: &Labels, phase: Phase| {
+                let (state, since) = match phase {
+                    Phase::Inactive => return,
+                    Phase::Pending { since } => ("pending", since),
+                    Phase::Firing { since, .. } => ("firing", since),
+                };
+                out.push(super::ActiveAlert {
+                    rule: r.spec.name.clone(),
+                    labels: labels.clone(),
+                    state,
+                    since,
+                    severity: r.spec.severity,
+                });
+            };
+            match &r.state {
+                State::Gauge(g) => g.values().for_each(|x| push(&x.labels, x.phase)),
+                State::Absent { groups, .. } => {
+                    groups.values().for_each(|x| push(&x.labels, x.phase))
+                }
+                State::All { groups, .. } => groups.iter().for_each(|(l, p)| push(l, *p)),
+                State::Down(d) => {
+                    for (s, st) in d {
+                        if let Some(since) = st.firing_since {
+                            let l = Labels::from_pairs([("source", s.clone())]);
+                            push(
+                                &l,
+                                Phase::Firing {
+                                    since,
+                                    last_true: since,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl SignalRule {
+    /// `(group labels, firing)` for `all` rules: a component counts once its own `for` held.
+    fn conditions(&self) -> Vec<(Labels, bool)> {
+        let firing = |p: &Phase| matches!(p, Phase::Firing { .. });
+        match &self.state {
+            State::Gauge(groups) => groups
+                .values()
+                .map(|g| (g.labels.clone(), firing(&g.phase)))
+                .collect(),
+            State::Absent { groups, .. } => groups
+                .values()
+                .map(|g| (g.labels.clone(), firing(&g.phase)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn seen(
+    groups: &mut HashMap<Labels, AbsentGroup>,
+    spec: &RuleSpec,
+    source: &Arc<str>,
+    labels: &Labels,
+    at: Ts,
+) {
+    let mut key = labels.project(&spec.group_by);
+    key.insert(Arc::from("source"), source.clone());
+    let g = groups.entry(key.clone()).or_insert(AbsentGroup {
+        labels: key,
+        last_seen: at,
+        phase: Phase::Inactive,
+        dirty: true,
+    });
+    if at > g.last_seen {
+        g.last_seen = at;
+    }
+    g.dirty = true;
+}
+
+fn group_value(metric: Metric, series: &HashMap<(Arc<str>, Labels), f64>) -> Option<f64> {
+    if series.is_empty() {
+        return None;
+    }
+    let vals = series.values().copied();
+    Some(match metric {
+        Metric::Age => vals.fold(0.0, f64::max),
+        _ => vals.sum(),
+    })
+}
+
+/// `(value, meaningful)`, or `None` without data.
+fn gauge_value(g: &GaugeSpec, grp: &GaugeGroup) -> Option<(f64, bool)> {
+    match &g.metric {
+        GaugeMetric::Value(m) => group_value(*m, &grp.series).map(|v| (v, true)),
+        GaugeMetric::Growth { window } => {
+            group_value(Metric::Depth, &grp.series)?;
+            let (first, last) = (grp.history.front()?, grp.history.back()?);
+            let span = last.0.since(first.0);
+            // Growth over less than half the window says little: not evaluated yet.
+            if span < *window / 2 || span.is_zero() {
+                return Some((0.0, false));
+            }
+            Some(((last.1 - first.1) / (span.as_secs_f64() / 60.0), true))
+        }
+    }
+}
+
+/// A headline (`depth 150 > 100`, `growth 12.5/min > 10 over 10m`) and the largest series.
+fn gauge_evidence(spec: &RuleSpec, g: &GaugeSpec, grp: &GaugeGroup) -> Vec<String> {
+    let mut head = match gauge_value(g, grp) {
+        Some((v, true)) => format!(
+            "{} {}{} {} {}",
+            g.metric.name(),
+            num(v),
+            if matches!(g.metric, GaugeMetric::Growth { .. }) {
+                "/min"
+            } else {
+                ""
+            },
+            spec.op.as_str(),
+            num(spec.threshold)
+        ),
+        _ => format!("{} unknown", g.metric.name()),
+    };
+    if let GaugeMetric::Growth { window } = &g.metric {
+        head.push_str(&format!(
+            " over {}",
+            crate::notify::short_duration(window.as_secs())
+        ));
+    }
+    let mut s: Vec<(&(Arc<str>, Labels), &f64)> = grp.series.iter().collect();
+    s.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let metric = g.metric.source_metric().as_str();
+    std::iter::once(head)
+        .chain(s.iter().take(4).map(|((_, l), v)| {
+            let key = l.get(label::KEY).unwrap_or("?");
+            let part = l.get(label::PART).unwrap_or("?");
+            let group = l
+                .get(label::GROUP)
+                .map(|g| format!(" group {g}"))
+                .unwrap_or_default();
+            format!("{key:?} ({part}{group}) {metric} {}", num(**v))
+        }))
+        .collect()
+}
+
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The lifecycle inactive → pending → firing → resolved for one group; pushes changes.
+#[allow(clippy::too_many_arguments)]
+fn step(
+    spec: &RuleSpec,
+    phase: Phase,
+    holds: bool,
+    still: bool,
+    now: Ts,
+    for_: Duration,
+    value: f64,
+    labels: &Labels,
+    evidence: &dyn Fn() -> Vec<String>,
+    out: &mut Vec<Alert>,
+) -> Phase {
+    let mut emit = |state, since| {
+        if spec.notify {
+            out.push(Alert {
+                rule: spec.name.clone(),
+                rule_type: spec.type_name(),
+                labels: labels.clone(),
+                state,
+                severity: spec.severity,
+                value,
+                threshold: spec.threshold,
+                op: spec.op,
+                window_secs: None,
+                count: value.max(0.0).round() as u64,
+                total: None,
+                at: now,
+                since,
+                summary: spec.summary.clone(),
+                evidence: evidence(),
+            });
+        }
+    };
+    match phase {
+        Phase::Inactive if holds && for_.is_zero() => {
+            emit(AlertState::Firing, now);
+            Phase::Firing {
+                since: now,
+                last_true: now,
+            }
+        }
+        Phase::Inactive if holds => Phase::Pending { since: now },
+        Phase::Inactive => Phase::Inactive,
+        Phase::Pending { since } if holds => {
+            if now.since(since) >= for_ {
+                emit(AlertState::Firing, now);
+                Phase::Firing {
+                    since: now,
+                    last_true: now,
+                }
+            } else {
+                Phase::Pending { since }
+            }
+        }
+        Phase::Pending { .. } => Phase::Inactive,
+        Phase::Firing { since, last_true } => {
+            if still {
+                Phase::Firing {
+                    since,
+                    last_true: now,
+                }
+            } else if now.since(last_true) >= spec.keep_firing_for {
+                emit(AlertState::Resolved, since);
+                Phase::Inactive
+            } else {
+                Phase::Firing { since, last_true }
+            }
+        }
+    }
+}
+
+type FieldErr = (String, String);
+
+/// Validates the fields of `gauge`, `absent` and `all` rules (called by [`super::validate`]).
+pub(super) fn signals_kind(
+    r: &super::RawRule,
+    kinds: Vec<Arc<str>>,
+    field: &dyn Fn(&str) -> String,
+    only: &dyn Fn(&str, bool, &str) -> Result<(), FieldErr>,
+) -> Result<RuleKind, FieldErr> {
+    only("of", r.of.is_some(), "\"ratio\"")?;
+    only("min_events", r.min_events.is_some(), "\"ratio\"")?;
+    match r.kind.as_str() {
+        "gauge" => {
+            only(
+                "kinds",
+                !r.kinds.is_empty(),
+                "\"count\", \"ratio\", \"any\" or \"absent\"",
+            )?;
+            only("patterns", !r.patterns.is_empty(), "log rules")?;
+            let metric = match r.metric.as_deref().unwrap_or("depth") {
+                "depth" => GaugeMetric::Value(Metric::Depth),
+                "age" => GaugeMetric::Value(Metric::Age),
+                "pending" => GaugeMetric::Value(Metric::Pending),
+                "lag" => GaugeMetric::Value(Metric::Lag),
+                "growth" => match r.window {
+                    Some(w) if w >= Duration::from_secs(1) => GaugeMetric::Growth { window: w },
+                    Some(w) => {
+                        return Err((field("window"), format!("must be at least 1s, got {w:?}")))
+                    }
+                    None => {
+                        return Err((
+                            field("window"),
+                            "is required for metric = \"growth\", e.g. window = \"10m\"".into(),
+                        ))
+                    }
+                },
+                other => {
+                    return Err((
+                        field("metric"),
+                        format!("unknown metric {other:?} (expected \"depth\", \"growth\", \"age\", \"pending\" or \"lag\")"),
+                    ))
+                }
+            };
+            if !matches!(metric, GaugeMetric::Growth { .. }) {
+                only(
+                    "window",
+                    r.window.is_some(),
+                    "\"count\", \"ratio\" and gauges with metric = \"growth\"",
+                )?;
+            }
+            let mut parts = Vec::new();
+            for (i, p) in r.parts.iter().enumerate() {
+                if !crate::queues::PARTS.contains(&p.as_str()) {
+                    return Err((
+                        field(&format!("parts[{i}]")),
+                        format!(
+                            "unknown part {p:?} (expected one of {})",
+                            crate::queues::PARTS.join(", ")
+                        ),
+                    ));
+                }
+                parts.push(Arc::from(p.as_str()));
+            }
+            Ok(RuleKind::Gauge(GaugeSpec { metric, parts }))
+        }
+        "absent" => {
+            let why = "\"count\", \"ratio\" or \"gauge\"";
+            only("window", r.window.is_some(), why)?;
+            only("threshold", r.threshold.is_some(), why)?;
+            only("op", r.op.is_some(), why)?;
+            only("clear_below", r.clear_below.is_some(), why)?;
+            match r.for_ {
+                Some(f) if !f.is_zero() => Ok(RuleKind::Absent { kinds }),
+                _ => Err((
+                    field("for"),
+                    "is required for an absent rule: how long a source may stay silent, e.g. for = \"10m\"".into(),
+                )),
+            }
+        }
+        _ => {
+            let why = "\"count\", \"ratio\" or \"gauge\"";
+            only(
+                "kinds",
+                !r.kinds.is_empty(),
+                "\"count\", \"ratio\", \"any\" or \"absent\"",
+            )?;
+            only("window", r.window.is_some(), why)?;
+            only("threshold", r.threshold.is_some(), why)?;
+            only("op", r.op.is_some(), why)?;
+            only("clear_below", r.clear_below.is_some(), why)?;
+            match &r.rules {
+                Some(names) if !names.is_empty() => Ok(RuleKind::All {
+                    rules: names.iter().map(|n| Arc::from(n.as_str())).collect(),
+                }),
+                _ => Err((
+                    field("rules"),
+                    "is required: the rules that must all fire, e.g. rules = [\"queue-not-empty\", \"no-jobs-processed\"]".into(),
+                )),
+            }
+        }
+    }
+}
+
+/// Checks that every `all` rule names existing count, ratio, gauge or absent rules (not
+/// itself), whose `group_by` includes the `all` rule's. Errors name the rule's field.
+pub fn check_all_rules(rules: &[RuleSpec]) -> Result<(), FieldErr> {
+    for (i, r) in rules.iter().enumerate() {
+        let RuleKind::All { rules: names } = &r.kind else {
+            continue;
+        };
+        for (j, n) in names.iter().enumerate() {
+            let at = format!("rule[{i}] {:?}.rules[{j}]", r.name);
+            let Some(c) = rules.iter().find(|c| &c.name == n) else {
+                let known: Vec<&str> = rules.iter().map(|c| c.name.as_ref()).collect();
+                return Err((
+                    at,
+                    format!("unknown rule {n:?} (known: {})", known.join(", ")),
+                ));
+            };
+            if !matches!(
+                c.kind,
+                RuleKind::Count { .. }
+                    | RuleKind::Ratio { .. }
+                    | RuleKind::Gauge(_)
+                    | RuleKind::Absent { .. }
+            ) {
+                return Err((
+                    at,
+                    format!("{n:?} is a {} rule; an all rule combines count, ratio, gauge and absent rules", c.type_name()),
+                ));
+            }
+            if let Some(g) = r.group_by.iter().find(|g| !c.group_by.contains(g)) {
+                return Err((
+                    at,
+                    format!("{n:?} is not grouped by {g:?}, which this rule's group_by needs"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rule(
+    name: &str,
+    kind: RuleKind,
+    threshold: f64,
+    severity: super::Severity,
+    summary: &str,
+) -> RuleSpec {
+    let mut r = super::default_rules().remove(0);
+    r.name = Arc::from(name);
+    r.kind = kind;
+    r.threshold = threshold;
+    r.severity = severity;
+    r.summary = Some(summary.to_string());
+    r
+}
+
+/// The default queue rules, added to the defaults when a `[[queue]]` is configured and no
+/// `[[rule]]` is: backlog > 100 for 10m (warning, per queue), and stalled workers (critical):
+/// waiting jobs for 5 minutes and nothing processed in 5 minutes.
+pub fn queue_default_rules() -> Vec<RuleSpec> {
+    let waiting = || GaugeSpec {
+        metric: GaugeMetric::Value(Metric::Depth),
+        parts: vec![Arc::from("waiting")],
+    };
+    let mut backlog = rule(
+        "queue-backlog",
+        RuleKind::Gauge(waiting()),
+        100.0,
+        super::Severity::Warning,
+        "more than 100 jobs waiting for 10 minutes",
+    );
+    backlog.for_ = Duration::from_secs(600);
+    backlog.group_by = vec![Arc::from(label::QUEUE)];
+    let mut not_empty = rule(
+        "queue-not-empty",
+        RuleKind::Gauge(waiting()),
+        0.0,
+        super::Severity::Info,
+        "jobs have been waiting for 5 minutes",
+    );
+    not_empty.for_ = Duration::from_secs(300);
+    not_empty.notify = false;
+    let mut idle = rule(
+        "no-jobs-processed",
+        RuleKind::Count {
+            kinds: vec![Arc::from("processed")],
+            window: Duration::from_secs(300),
+        },
+        1.0,
+        super::Severity::Info,
+        "no job finished in 5 minutes",
+    );
+    idle.op = Op::Lt;
+    idle.notify = false;
+    let stalled = rule(
+        "stalled-workers",
+        RuleKind::All {
+            rules: vec![Arc::from("queue-not-empty"), Arc::from("no-jobs-processed")],
+        },
+        0.0,
+        super::Severity::Critical,
+        "jobs are waiting but no worker finished one in 5 minutes",
+    );
+    vec![backlog, not_empty, idle, stalled]
+}
+
+/// The built-in rule behind `queue_source_down` alerts (critical), present whenever a
+/// `[[queue]]` is configured; each queue's `down_after` is its delay.
+pub fn queue_source_down_rule() -> RuleSpec {
+    rule(
+        "queue_source_down",
+        RuleKind::SourceDown,
+        0.0,
+        super::Severity::Critical,
+        "a Redis queue source cannot be polled",
+    )
+}
