@@ -4,5 +4,6 @@
 mod cli;
 mod common;
 mod corpus;
+mod queues;
 mod tail;
 mod tail_run;

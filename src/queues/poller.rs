@@ -274,6 +274,14 @@ impl Poller {
                 spec,
             })
             .collect();
+        for w in &self.keys {
+            if let KeyType::Other(t) = &w.ty {
+                if self.warned.insert(w.spec.key.clone()) {
+                    tracing::warn!(queue = %self.cfg.name, key = %w.spec.key, r#type = %t,
+                        "key is not a list, set, zset, hash or stream; it is not polled");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -249,9 +249,10 @@ pub enum AgeProbe {
 }
 
 /// The script behind [`AgeProbe::JobHash`]: KEYS[1] the list, ARGV index, hash prefix, field.
+/// Nil for an empty list (age 0); an empty string for a job without the field (no age).
 pub const JOB_HASH_SCRIPT: &str = "local id = redis.call('LINDEX', KEYS[1], ARGV[1]) \
      if not id then return false end \
-     return redis.call('HGET', ARGV[2] .. id, ARGV[3])";
+     return redis.call('HGET', ARGV[2] .. id, ARGV[3]) or ''";
 
 /// A key to poll and the labels of its series.
 #[derive(Debug, Clone, PartialEq)]

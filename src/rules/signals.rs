@@ -941,3 +941,262 @@ pub fn queue_source_down_rule() -> RuleSpec {
         "a Redis queue source cannot be polled",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AlertState, RuleEngine, RuleKind, RuleSpec};
+    use super::*;
+    use crate::queues::{series_labels, Sample};
+
+    const T0: u64 = 1_795_428_000;
+
+    fn at(secs: u64) -> Ts {
+        Ts::from_secs(T0 + secs)
+    }
+
+    fn batch(secs: u64, depths: &[(&str, f64)]) -> SampleBatch {
+        SampleBatch {
+            source: Arc::from("redis"),
+            at: at(secs),
+            samples: depths
+                .iter()
+                .map(|(k, v)| Sample {
+                    labels: series_labels(k, k, "waiting"),
+                    metric: Metric::Depth,
+                    value: *v,
+                })
+                .collect(),
+            complete: true,
+        }
+    }
+
+    fn changes(e: &mut RuleEngine, secs: u64) -> Vec<(AlertState, String)> {
+        let mut out = Vec::new();
+        e.evaluate(at(secs), &mut out);
+        out.iter()
+            .map(|a| (a.state, format!("{}{}", a.rule, a.labels)))
+            .collect()
+    }
+
+    fn gauge(name: &str, threshold: f64, for_secs: u64) -> RuleSpec {
+        let mut r = rule(
+            name,
+            RuleKind::Gauge(GaugeSpec {
+                metric: GaugeMetric::Value(Metric::Depth),
+                parts: vec![Arc::from("waiting")],
+            }),
+            threshold,
+            crate::rules::Severity::Warning,
+            "backlog",
+        );
+        r.for_ = Duration::from_secs(for_secs);
+        r
+    }
+
+    #[test]
+    fn gauge_backlog_fires_after_for_and_resolves_when_drained() {
+        let mut e = RuleEngine::new(vec![gauge("backlog", 100.0, 600)], 100);
+        e.observe_samples(&batch(0, &[("a", 80.0), ("b", 30.0)]));
+        assert!(changes(&mut e, 0).is_empty(), "110 > 100: pending");
+        assert_eq!(e.active()[0].state, "pending");
+        e.observe_samples(&batch(599, &[("a", 90.0), ("b", 30.0)]));
+        assert!(changes(&mut e, 599).is_empty());
+        e.observe_samples(&batch(600, &[("a", 90.0), ("b", 30.0)]));
+        assert_eq!(
+            changes(&mut e, 600),
+            vec![(AlertState::Firing, "backlog".into())]
+        );
+        // Key b vanished from the poll (complete batch): 90 is not > 100.
+        e.observe_samples(&batch(605, &[("a", 90.0)]));
+        assert_eq!(
+            changes(&mut e, 605),
+            vec![(AlertState::Resolved, "backlog".into())]
+        );
+    }
+
+    #[test]
+    fn gauge_holds_its_state_while_the_source_is_down() {
+        let mut e = RuleEngine::new(vec![gauge("backlog", 10.0, 0)], 100);
+        e.observe_samples(&batch(0, &[("a", 50.0)]));
+        assert_eq!(changes(&mut e, 0).len(), 1);
+        // An empty complete batch (every key gone) leaves no data: no false "resolved".
+        e.observe_samples(&SampleBatch {
+            samples: Vec::new(),
+            ..batch(5, &[])
+        });
+        assert!(changes(&mut e, 5).is_empty());
+        assert_eq!(e.active()[0].state, "firing");
+    }
+
+    #[test]
+    fn gauge_growth_per_minute() {
+        let mut r = gauge("growing", 10.0, 0);
+        r.kind = RuleKind::Gauge(GaugeSpec {
+            metric: GaugeMetric::Growth {
+                window: Duration::from_secs(120),
+            },
+            parts: Vec::new(),
+        });
+        let mut e = RuleEngine::new(vec![r], 100);
+        e.observe_samples(&batch(0, &[("a", 0.0)]));
+        e.observe_samples(&batch(30, &[("a", 100.0)]));
+        assert!(changes(&mut e, 30).is_empty(), "30 s < half the window");
+        e.observe_samples(&batch(60, &[("a", 15.0)]));
+        // (15 - 0) / 1 min = 15/min > 10.
+        assert_eq!(changes(&mut e, 60).len(), 1);
+        e.observe_samples(&batch(240, &[("a", 15.0)]));
+        e.observe_samples(&batch(300, &[("a", 15.0)]));
+        assert_eq!(changes(&mut e, 300)[0].0, AlertState::Resolved);
+    }
+
+    fn ev(kind: &str, source: &str, secs: u64) -> Event {
+        Event {
+            ts: at(secs),
+            source: Arc::from(source),
+            kind: Arc::from(kind),
+            pattern: Arc::from("p"),
+            labels: Labels::new(),
+            value: None,
+            message: kind.into(),
+            signature: None,
+            line: None,
+            lines: 1,
+            record: None,
+            folded: 0,
+        }
+    }
+
+    #[test]
+    fn absent_fires_for_a_silent_source_and_resolves_on_a_line() {
+        let mut r = rule(
+            "silent",
+            RuleKind::Absent { kinds: Vec::new() },
+            0.0,
+            crate::rules::Severity::Warning,
+            "silent",
+        );
+        r.for_ = Duration::from_secs(600);
+        r.sources = vec![Arc::from("w1"), Arc::from("w2")];
+        let mut e = RuleEngine::new(vec![r], 100);
+        assert!(changes(&mut e, 0).is_empty());
+        e.observe_lines(&Arc::from("w1"), &Labels::new(), at(300));
+        assert!(changes(&mut e, 599).is_empty());
+        // w2 never said anything since the start: silent for 600 s.
+        assert_eq!(
+            changes(&mut e, 600),
+            vec![(AlertState::Firing, "silent{source=\"w2\"}".into())]
+        );
+        assert_eq!(
+            changes(&mut e, 900),
+            vec![(AlertState::Firing, "silent{source=\"w1\"}".into())]
+        );
+        e.observe_lines(&Arc::from("w2"), &Labels::new(), at(901));
+        assert_eq!(
+            changes(&mut e, 901),
+            vec![(AlertState::Resolved, "silent{source=\"w2\"}".into())]
+        );
+    }
+
+    #[test]
+    fn absent_with_kinds_watches_only_those_events() {
+        let mut r = rule(
+            "no-heartbeat",
+            RuleKind::Absent {
+                kinds: vec![Arc::from("heartbeat")],
+            },
+            0.0,
+            crate::rules::Severity::Warning,
+            "hb",
+        );
+        r.for_ = Duration::from_secs(60);
+        r.sources = vec![Arc::from("w")];
+        let mut e = RuleEngine::new(vec![r], 100);
+        let mut out = Vec::new();
+        e.evaluate(at(0), &mut out);
+        e.observe(&ev("processed", "w", 30), &mut out);
+        e.observe(&ev("heartbeat", "w", 40), &mut out);
+        assert!(changes(&mut e, 99).is_empty());
+        e.observe(&ev("processed", "w", 100), &mut out);
+        assert_eq!(changes(&mut e, 100).len(), 1, "other kinds do not count");
+    }
+
+    fn stalled_engine() -> RuleEngine {
+        let mut rules = queue_default_rules();
+        // Short for the test: waiting for 60 s, nothing processed in 60 s.
+        rules[1].for_ = Duration::from_secs(60);
+        rules[2].kind = RuleKind::Count {
+            kinds: vec![Arc::from("processed")],
+            window: Duration::from_secs(60),
+        };
+        RuleEngine::new(rules, 100)
+    }
+
+    #[test]
+    fn stalled_workers_fire_and_resolve() {
+        let mut e = stalled_engine();
+        let mut out = Vec::new();
+        e.evaluate(at(0), &mut out);
+        e.observe(&ev("processed", "w", 0), &mut out);
+        for s in 0..=120 {
+            if s % 5 == 0 {
+                e.observe_samples(&batch(s, &[("celery", 3.0)]));
+            }
+            let got = changes(&mut e, s);
+            if s < 60 {
+                assert!(got.is_empty(), "{s}: {got:?}");
+            }
+            if s == 60 {
+                // Waiting for 60 s and the processed event at 0 left the 60 s window.
+                assert_eq!(got, vec![(AlertState::Firing, "stalled-workers".into())]);
+            }
+        }
+        // A worker finishes a job: resolved.
+        e.observe(&ev("processed", "w", 121), &mut out);
+        assert_eq!(
+            changes(&mut e, 121),
+            vec![(AlertState::Resolved, "stalled-workers".into())]
+        );
+        assert!(out.is_empty(), "helper rules send nothing: {out:?}");
+    }
+
+    #[test]
+    fn stalled_workers_need_a_whole_window_after_start() {
+        let mut e = stalled_engine();
+        for s in 0..=59 {
+            e.observe_samples(&batch(s, &[("celery", 3.0)]));
+            assert!(changes(&mut e, s).is_empty(), "{s}");
+        }
+        // Queue drained: nothing fires even once the windows are full.
+        e.observe_samples(&batch(60, &[("celery", 0.0)]));
+        for s in 60..200 {
+            assert!(changes(&mut e, s).is_empty(), "{s}");
+        }
+    }
+
+    #[test]
+    fn source_down_fires_after_down_after_and_resolves() {
+        let mut e = RuleEngine::new(vec![queue_source_down_rule()], 100);
+        let h = |up: bool, secs: u64| Health {
+            source: Arc::from("redis"),
+            up,
+            at: at(secs),
+            down_after: Duration::from_secs(30),
+            error: (!up).then(|| "Connection refused".to_string()),
+        };
+        e.observe_health(&h(false, 0));
+        assert!(changes(&mut e, 29).is_empty());
+        let mut out = Vec::new();
+        e.evaluate(at(30), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].state, AlertState::Firing);
+        assert_eq!(out[0].labels.to_string(), "{source=\"redis\"}");
+        assert_eq!(out[0].evidence, vec!["Connection refused".to_string()]);
+        assert!(changes(&mut e, 60).is_empty(), "once");
+        e.observe_health(&h(true, 61));
+        assert_eq!(changes(&mut e, 61)[0].0, AlertState::Resolved);
+        // A blip shorter than down_after never fires.
+        e.observe_health(&h(false, 100));
+        e.observe_health(&h(true, 110));
+        assert!(changes(&mut e, 140).is_empty());
+    }
+}
