@@ -850,7 +850,7 @@ pub fn check_all_rules(rules: &[RuleSpec]) -> Result<(), FieldErr> {
             ) {
                 return Err((
                     at,
-                    format!("{n:?} is a {} rule; an all rule combines count, ratio, gauge and absent rules", c.type_name()),
+                    format!("{n:?} is of type {}; an all rule combines count, ratio, gauge and absent rules", c.type_name()),
                 ));
             }
             if let Some(g) = r.group_by.iter().find(|g| !c.group_by.contains(g)) {
@@ -1171,6 +1171,88 @@ mod tests {
         for s in 60..200 {
             assert!(changes(&mut e, s).is_empty(), "{s}");
         }
+    }
+
+    fn config_err(text: &str) -> String {
+        crate::config::Config::from_str_named("t.toml", text, None)
+            .map(|_| ())
+            .expect_err("expected an error")
+            .to_string()
+    }
+
+    const QUEUE: &str = "[[queue]]\nurl = \"redis://127.0.0.1:6379\"\nkeys = [\"q\"]\n";
+
+    #[test]
+    fn queue_defaults_only_without_user_rules() {
+        let c = crate::config::Config::from_str_named("t.toml", QUEUE, None).unwrap();
+        let names: Vec<&str> = c.rules.iter().map(|r| r.name.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "error-rate",
+                "crash-frequency",
+                "oom",
+                "queue-backlog",
+                "queue-not-empty",
+                "no-jobs-processed",
+                "stalled-workers",
+                "queue_source_down"
+            ]
+        );
+        let own = format!("{QUEUE}[[rule]]\nname = \"x\"\ntype = \"any\"\nkinds = [\"oom\"]\n");
+        let c = crate::config::Config::from_str_named("t.toml", &own, None).unwrap();
+        let names: Vec<&str> = c.rules.iter().map(|r| r.name.as_ref()).collect();
+        assert_eq!(names, ["x", "queue_source_down"], "built-in stays");
+        let c = crate::config::Config::from_str_named("t.toml", "", None).unwrap();
+        assert_eq!(c.rules.len(), 3, "no queue: no queue rules");
+    }
+
+    #[test]
+    fn signal_rule_errors_name_the_field_and_value() {
+        let e = config_err(
+            "[[rule]]\nname = \"g\"\ntype = \"gauge\"\nmetric = \"size\"\nthreshold = 1\n",
+        );
+        assert!(
+            e.contains("t.toml: rule[0] \"g\".metric") && e.contains("\"size\""),
+            "{e}"
+        );
+        let e = config_err(
+            "[[rule]]\nname = \"g\"\ntype = \"gauge\"\nmetric = \"growth\"\nthreshold = 1\n",
+        );
+        assert!(e.contains("\"g\".window") && e.contains("growth"), "{e}");
+        let e = config_err(
+            "[[rule]]\nname = \"g\"\ntype = \"gauge\"\nparts = [\"busy\"]\nthreshold = 1\n",
+        );
+        assert!(
+            e.contains("\"g\".parts[0]") && e.contains("\"busy\""),
+            "{e}"
+        );
+        let e = config_err("[[rule]]\nname = \"a\"\ntype = \"absent\"\n");
+        assert!(e.contains("\"a\".for") && e.contains("required"), "{e}");
+        let e =
+            config_err("[[rule]]\nname = \"a\"\ntype = \"absent\"\nfor = \"1m\"\nthreshold = 3\n");
+        assert!(e.contains("\"a\".threshold"), "{e}");
+        let e = config_err("[[rule]]\nname = \"s\"\ntype = \"all\"\nrules = [\"nope\"]\n");
+        assert!(
+            e.contains("rule[0] \"s\".rules[0]") && e.contains("unknown rule \"nope\""),
+            "{e}"
+        );
+        let e = config_err("[[rule]]\nname = \"o\"\ntype = \"any\"\nkinds = [\"oom\"]\n[[rule]]\nname = \"s\"\ntype = \"all\"\nrules = [\"o\"]\n");
+        assert!(e.contains("is of type any"), "{e}");
+        let e = config_err("[[rule]]\nname = \"c\"\ntype = \"count\"\nkinds = [\"processed\"]\nwindow = \"5m\"\nop = \"<\"\nthreshold = 1\nclear_below = 0\n");
+        assert!(e.contains("\"c\".clear_below"), "{e}");
+        let e = config_err("[[rule]]\nname = \"g\"\ntype = \"count\"\nkinds = [\"error\"]\nwindow = \"1m\"\nthreshold = 1\nmetric = \"depth\"\n");
+        assert!(
+            e.contains("\"g\".metric") && e.contains("only applies"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn absent_without_sources_watches_every_source() {
+        let text = "[[source]]\nname = \"w1\"\npath = \"/tmp/a.log\"\n[[rule]]\nname = \"a\"\ntype = \"absent\"\nfor = \"1m\"\n";
+        let c = crate::config::Config::from_str_named("t.toml", text, None).unwrap();
+        assert_eq!(c.rules[0].sources, vec![Arc::<str>::from("w1")]);
     }
 
     #[test]
