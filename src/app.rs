@@ -71,6 +71,12 @@ impl RunReport {
             self.notify.firing,
             self.notify.resolved
         );
+        for q in &self.queues {
+            s.push_str(&format!(
+                "; queue {}: {} polls, {} failed",
+                q.name, q.stats.polls, q.stats.failed
+            ));
+        }
         if self.classify.truncated > 0 {
             s.push_str(&format!("; {} lines truncated", self.classify.truncated));
         }

@@ -83,6 +83,8 @@ pub fn stderr(o: &Output) -> String {
 pub struct RedisServer {
     /// The port it listens on (kept across restarts).
     pub port: u16,
+    /// Extra `redis-server` arguments (TLS).
+    extra: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
     paused: bool,
@@ -91,13 +93,15 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server and waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a server with extra arguments (e.g. a TLS port and certificates).
+    pub fn start_with(extra: &[String]) -> RedisServer {
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
             let mut s = RedisServer {
-                port,
+                port: free_port(),
+                extra: extra.to_vec(),
                 dir: tempfile::tempdir().expect("temp dir"),
                 child: None,
                 paused: false,
@@ -115,6 +119,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -199,6 +204,14 @@ impl RedisServer {
         let rc = unsafe { libc::kill(c.id() as i32, sig) };
         assert_eq!(rc, 0, "kill({}, {sig})", c.id());
     }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 impl Drop for RedisServer {

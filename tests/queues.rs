@@ -729,3 +729,133 @@ fn replay_merges_a_depth_csv_with_logs() {
     );
     assert!(stderr.contains("14 queue samples"), "{stderr}");
 }
+
+#[test]
+fn rediss_url_polls_over_tls() {
+    // A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl is not installed (apt-get install -y openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            common::stderr(&out)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=logwarden test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.path().join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    let tls_port = common::free_port();
+    // Plain port for writing test data, TLS port for the daemon.
+    let r = RedisServer::start_with(&[
+        "--tls-port".into(),
+        tls_port.to_string(),
+        "--tls-cert-file".into(),
+        d("server.crt"),
+        "--tls-key-file".into(),
+        d("server.key"),
+        "--tls-ca-cert-file".into(),
+        d("ca.crt"),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ]);
+    r.cmd(&["RPUSH", "jobs", "a", "b", "c"]);
+    let cfg = dir.path().join("lw.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[queue]]\nname = \"tls\"\nurl = \"rediss://127.0.0.1:{tls_port}/0\"\nkeys = [\"jobs\"]\n"),
+    )
+    .expect("write config");
+    // rustls-native-certs trusts SSL_CERT_FILE: our CA only.
+    let out = Command::new(common::bin())
+        .args(["queues", "--config"])
+        .arg(&cfg)
+        .env("SSL_CERT_FILE", d("ca.crt"))
+        .output()
+        .expect("run logwarden queues");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stdout(&out).contains("tls\tdepth\t3{key=\"jobs\""),
+        "{}",
+        common::stdout(&out)
+    );
+    // Trusting another CA only, the certificate is rejected: TLS really verifies.
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=another CA",
+    ]);
+    let out = Command::new(common::bin())
+        .args(["queues", "--config"])
+        .arg(&cfg)
+        .env("SSL_CERT_FILE", d("other.crt"))
+        .output()
+        .expect("run logwarden queues");
+    assert!(!out.status.success(), "{}", common::stdout(&out));
+    assert!(
+        common::stderr(&out).contains("unreachable"),
+        "{}",
+        common::stderr(&out)
+    );
+}

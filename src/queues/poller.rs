@@ -141,6 +141,11 @@ impl Poller {
     /// A lazy connection manager: no I/O until the first command, so this succeeds while
     /// Redis is down. Reconnection is the manager's (in the background, after a failed call).
     pub fn connect(&self) -> redis::RedisResult<ConnectionManager> {
+        if self.cfg.url.starts_with("rediss://") {
+            // redis-rs builds its rustls config with the process default provider; make it
+            // aws-lc-rs (the one TLS provider of the daemon). Already installed is fine.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
         let client = redis::Client::open(self.cfg.url.as_str())?;
         let mgr = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.cfg.connect_timeout))

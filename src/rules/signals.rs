@@ -267,6 +267,16 @@ impl Signals {
     /// A queue source went down or came back.
     pub(super) fn observe_health(&mut self, h: &Health) {
         for r in &mut self.rules {
+            if let State::Gauge(groups) = &mut r.state {
+                if !h.up {
+                    // Its depths are unknown now, not frozen at the last poll: gauges of
+                    // that source keep their state until polling works again.
+                    for g in groups.values_mut() {
+                        g.series.retain(|(s, _), _| s != &h.source);
+                    }
+                }
+                continue;
+            }
             let State::Down(states) = &mut r.state else {
                 continue;
             };
@@ -1026,6 +1036,28 @@ mod tests {
         });
         assert!(changes(&mut e, 5).is_empty());
         assert_eq!(e.active()[0].state, "firing");
+    }
+
+    #[test]
+    fn gauge_does_not_fire_on_stale_depths_while_the_source_is_down() {
+        let mut e = RuleEngine::new(vec![gauge("backlog", 10.0, 60)], 100);
+        e.observe_samples(&batch(0, &[("a", 50.0)]));
+        assert!(changes(&mut e, 0).is_empty(), "pending");
+        e.observe_health(&Health {
+            source: Arc::from("redis"),
+            up: false,
+            at: at(5),
+            down_after: Duration::from_secs(30),
+            error: None,
+        });
+        // 60 s later the last known depth would have fired; unknown depths do not.
+        assert!(changes(&mut e, 120).is_empty());
+        e.observe_samples(&batch(125, &[("a", 50.0)]));
+        assert_eq!(
+            changes(&mut e, 125)[0].0,
+            AlertState::Firing,
+            "held since 0"
+        );
     }
 
     #[test]
