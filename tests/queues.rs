@@ -609,6 +609,12 @@ severity = "critical"
     r.restart();
     wait_for(&out, &["RESOLVED", "queue_source_down"], 20, &mut seen);
 
+    // Frozen (SIGSTOP): connected but silent; every poll times out, the daemon keeps going.
+    r.freeze();
+    wait_for(&out, &["FIRING", "queue_source_down"], 20, &mut seen);
+    r.thaw();
+    wait_for(&out, &["RESOLVED", "queue_source_down"], 20, &mut seen);
+
     drop(stdin); // end of input drains the daemon
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status:?}");
@@ -619,10 +625,10 @@ severity = "critical"
     let log = log.join("\n");
     assert_eq!(
         log.matches("redis queue source is down").count(),
-        1,
-        "one warning per transition, not per poll:\n{log}"
+        2,
+        "one warning per transition (stop, freeze), not per poll:\n{log}"
     );
-    assert_eq!(log.matches("reachable again").count(), 1, "{log}");
+    assert_eq!(log.matches("reachable again").count(), 2, "{log}");
     assert!(log.contains("failed_polls"), "{log}");
 }
 
