@@ -865,3 +865,14 @@ fn rediss_url_polls_over_tls() {
         common::stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn a_glob_matching_nothing_still_checks_the_server() {
+    let mut r = RedisServer::start();
+    let mut p = poller(r#"scan = ["nothing:*"]"#, &r);
+    let mut con = p.connect().expect("lazy manager");
+    assert_eq!(poll_ok(&mut p, &mut con).await, Vec::new());
+    assert_eq!(poll_ok(&mut p, &mut con).await, Vec::new(), "PING only");
+    r.stop();
+    assert!(p.poll(&mut con, now()).await.is_err(), "down is down");
+}

@@ -89,6 +89,8 @@ enum Slot {
     Type(usize),
     Groups(usize),
     Age(usize),
+    /// Nothing to size (no key matched yet): the poll still proves Redis answers.
+    Ping,
 }
 
 /// Counters of one poller, for logs, `logwarden queues` and the benchmark.
@@ -336,6 +338,10 @@ impl Poller {
                 }
             }
         }
+        if slots.is_empty() {
+            pipe.cmd("PING");
+            slots.push(Slot::Ping);
+        }
         (pipe, slots)
     }
 
@@ -345,6 +351,7 @@ impl Poller {
         for (slot, reply) in slots.iter().zip(replies) {
             let i = match *slot {
                 Slot::Size(i) | Slot::Type(i) | Slot::Groups(i) | Slot::Age(i) => i,
+                Slot::Ping => continue,
             };
             if let Value::ServerError(e) = &reply {
                 self.stats.key_errors += 1;
@@ -421,6 +428,7 @@ impl Poller {
                         (_, None) => {}
                     }
                 }
+                Slot::Ping => {}
             }
         }
         out
