@@ -103,9 +103,12 @@ pub async fn run(
     let (alert_tx, alert_rx) = mpsc::channel(cap.max(256));
 
     let mut srcs: Vec<SourceConfig> = config.sources.clone();
-    if srcs.is_empty() {
+    // Stdin by default, unless the config only watches queues: such a daemon runs until a
+    // signal (under a service manager stdin is /dev/null and would end it at once).
+    if srcs.is_empty() && config.queues.is_empty() {
         srcs.push(SourceConfig::stdin());
     }
+    let has_sources = !srcs.is_empty();
     let mut classifier = Classifier::new(
         config.patterns.clone(),
         config.records,
@@ -185,7 +188,7 @@ pub async fn run(
     let sources_done = tasks.wait();
     tokio::pin!(sources_done);
     tokio::select! {
-        () = &mut sources_done => tracing::debug!("all sources ended"),
+        () = &mut sources_done, if has_sources => tracing::debug!("all sources ended"),
         () = shutdown => tracing::info!("shutdown requested, draining pipeline"),
         () = failed.cancelled() => tracing::warn!("a source failed, draining pipeline"),
     }

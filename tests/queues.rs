@@ -632,6 +632,7 @@ severity = "critical"
     assert!(log.contains("failed_polls"), "{log}");
 }
 
+/// Also: a config with queues and no `[[source]]` runs until SIGTERM, not until stdin ends.
 #[test]
 fn daemon_starts_while_redis_is_down() {
     let mut r = RedisServer::start();
@@ -665,7 +666,16 @@ fn daemon_starts_while_redis_is_down() {
     );
     r.restart();
     wait_for(&out, &["RESOLVED", "queue_source_down"], 20, &mut seen);
+    // Only queues, no [[source]]: stdin is not read, so its end does not stop the daemon…
     drop(stdin);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
+    // …a signal does.
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     assert!(child.wait().expect("wait").success());
 }
 
