@@ -113,6 +113,10 @@ pub struct Poller {
     polls_since_scan: u32,
     scanned: bool,
     warned: HashSet<String>,
+    /// The poll pipeline, rebuilt only when a key's type changes or after a rescan.
+    cached: Option<(redis::Pipeline, Vec<Slot>)>,
+    /// A reply changed a cached type: the pipeline must be rebuilt.
+    retyped: bool,
     /// Counters.
     pub stats: PollStats,
 }
@@ -126,6 +130,8 @@ impl Poller {
             polls_since_scan: 0,
             scanned: false,
             warned: HashSet::new(),
+            cached: None,
+            retyped: false,
             stats: PollStats::default(),
         }
     }
@@ -169,6 +175,7 @@ impl Poller {
             let budget = self.cfg.timeout * 5;
             match tokio::time::timeout(budget, self.rescan(con)).await {
                 Ok(Ok(())) => {
+                    self.cached = None;
                     self.scanned = true;
                     self.polls_since_scan = 0;
                     self.stats.rescans += 1;
@@ -178,15 +185,29 @@ impl Poller {
             }
         }
         self.polls_since_scan += 1;
-        let (pipe, slots) = self.pipeline();
-        let replies =
-            match tokio::time::timeout(self.cfg.timeout, pipe.query_async::<Vec<Value>>(con)).await
-            {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => return Err(format!("poll timed out after {:?}", self.cfg.timeout)),
-            };
-        Ok(self.read(&slots, replies, now))
+        let (pipe, slots) = match self.cached.take() {
+            Some(c) => c,
+            None => self.pipeline(),
+        };
+        let result =
+            tokio::time::timeout(self.cfg.timeout, pipe.query_async::<Vec<Value>>(con)).await;
+        let replies = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                self.cached = Some((pipe, slots));
+                return Err(e.to_string());
+            }
+            Err(_) => {
+                self.cached = Some((pipe, slots));
+                return Err(format!("poll timed out after {:?}", self.cfg.timeout));
+            }
+        };
+        self.retyped = false;
+        let samples = self.read(&slots, replies, now);
+        if !self.retyped {
+            self.cached = Some((pipe, slots));
+        }
+        Ok(samples)
     }
 
     /// Finds the keys to watch (explicit keys, SCAN globs, preset queues) and their types.
@@ -359,6 +380,7 @@ impl Poller {
                 if e.code() == "WRONGTYPE" {
                     // The key changed type since it was typed: ask again in the next poll.
                     w.ty = KeyType::Unknown;
+                    self.retyped = true;
                 } else if self.warned.insert(format!("{}\0{}", w.spec.key, e.code())) {
                     tracing::warn!(queue = %self.cfg.name, key = %w.spec.key, error = %e,
                         "redis answered an error for one key; the others are unaffected");
@@ -388,7 +410,10 @@ impl Poller {
                                 "key is not a list, set, zset, hash or stream; it is not polled");
                         }
                     }
-                    w.ty = ty;
+                    if w.ty != ty {
+                        w.ty = ty;
+                        self.retyped = true;
+                    }
                 }
                 Slot::Groups(_) => {
                     for (group, pending, lag) in stream_groups(&reply) {

@@ -69,8 +69,8 @@ enum Component {
 #[derive(Debug)]
 struct GaugeGroup {
     labels: Labels,
-    /// Latest value per (source, series labels).
-    series: HashMap<(Arc<str>, Labels), f64>,
+    /// Latest value (and the batch generation that set it) per source and series labels.
+    series: HashMap<Arc<str>, HashMap<Labels, (f64, u64)>>,
     /// Group value after each update, for growth.
     history: VecDeque<(Ts, f64)>,
     phase: Phase,
@@ -116,6 +116,8 @@ struct SignalRule {
 /// The signal rules of an engine.
 pub(super) struct Signals {
     rules: Vec<SignalRule>,
+    /// Sample batches seen: tells the series of the latest batch from older ones.
+    generation: u64,
 }
 
 /// True for the rule kinds this module evaluates.
@@ -159,7 +161,10 @@ impl Signals {
                 SignalRule { spec, state }
             })
             .collect();
-        Signals { rules }
+        Signals {
+            rules,
+            generation: 0,
+        }
     }
 
     /// Windows held (for the series count).
@@ -208,6 +213,8 @@ impl Signals {
 
     /// Queue samples update the `gauge` rules.
     pub(super) fn observe_samples(&mut self, batch: &SampleBatch) {
+        self.generation += 1;
+        let gen = self.generation;
         for r in &mut self.rules {
             let (RuleKind::Gauge(g), State::Gauge(groups)) = (&r.spec.kind, &mut r.state) else {
                 continue;
@@ -217,14 +224,6 @@ impl Signals {
                 continue;
             }
             let metric = g.metric.source_metric();
-            if batch.complete {
-                // A poll holds every series of its source: the ones it lacks are gone.
-                for grp in groups.values_mut() {
-                    let before = grp.series.len();
-                    grp.series.retain(|(s, _), _| s != &batch.source);
-                    grp.dirty |= grp.series.len() != before;
-                }
-            }
             for s in &batch.samples {
                 if s.metric != metric
                     || !(g.parts.is_empty()
@@ -238,17 +237,37 @@ impl Signals {
                 {
                     continue;
                 }
-                let key = s.labels.project(&spec.group_by);
-                let grp = groups.entry(key.clone()).or_insert_with(|| GaugeGroup {
-                    labels: key,
-                    series: HashMap::new(),
-                    history: VecDeque::new(),
-                    phase: Phase::Inactive,
-                    dirty: false,
-                });
-                grp.series
-                    .insert((batch.source.clone(), s.labels.clone()), s.value);
+                let grp = groups
+                    .entry(s.labels.project(&spec.group_by))
+                    .or_insert_with_key(|key| GaugeGroup {
+                        labels: key.clone(),
+                        series: HashMap::new(),
+                        history: VecDeque::new(),
+                        phase: Phase::Inactive,
+                        dirty: false,
+                    });
+                let per = grp.series.entry(batch.source.clone()).or_default();
+                // Updating in place: no allocation per series and poll.
+                match per.get_mut(&s.labels) {
+                    Some(v) => *v = (s.value, gen),
+                    None => {
+                        per.insert(s.labels.clone(), (s.value, gen));
+                    }
+                }
                 grp.dirty = true;
+            }
+            if batch.complete {
+                // A poll holds every series of its source: the ones it lacks are gone.
+                for grp in groups.values_mut() {
+                    if let Some(per) = grp.series.get_mut(&batch.source) {
+                        let before = per.len();
+                        per.retain(|_, (_, g)| *g == gen);
+                        grp.dirty |= per.len() != before;
+                        if per.is_empty() {
+                            grp.series.remove(&batch.source);
+                        }
+                    }
+                }
             }
             for grp in groups.values_mut().filter(|g| g.dirty) {
                 if let (GaugeMetric::Growth { window }, Some(v)) =
@@ -272,7 +291,7 @@ impl Signals {
                     // Its depths are unknown now, not frozen at the last poll: gauges of
                     // that source keep their state until polling works again.
                     for g in groups.values_mut() {
-                        g.series.retain(|(s, _), _| s != &h.source);
+                        g.series.remove(&h.source);
                     }
                 }
                 continue;
@@ -584,11 +603,14 @@ fn seen(
     g.dirty = true;
 }
 
-fn group_value(metric: Metric, series: &HashMap<(Arc<str>, Labels), f64>) -> Option<f64> {
+fn group_value(
+    metric: Metric,
+    series: &HashMap<Arc<str>, HashMap<Labels, (f64, u64)>>,
+) -> Option<f64> {
     if series.is_empty() {
         return None;
     }
-    let vals = series.values().copied();
+    let vals = series.values().flat_map(|m| m.values().map(|(v, _)| *v));
     Some(match metric {
         Metric::Age => vals.fold(0.0, f64::max),
         _ => vals.sum(),
@@ -635,18 +657,22 @@ fn gauge_evidence(spec: &RuleSpec, g: &GaugeSpec, grp: &GaugeGroup) -> Vec<Strin
             crate::notify::short_duration(window.as_secs())
         ));
     }
-    let mut s: Vec<(&(Arc<str>, Labels), &f64)> = grp.series.iter().collect();
-    s.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let mut s: Vec<(&Labels, f64)> = grp
+        .series
+        .values()
+        .flat_map(|m| m.iter().map(|(l, (v, _))| (l, *v)))
+        .collect();
+    s.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
     let metric = g.metric.source_metric().as_str();
     std::iter::once(head)
-        .chain(s.iter().take(4).map(|((_, l), v)| {
+        .chain(s.iter().take(4).map(|(l, v)| {
             let key = l.get(label::KEY).unwrap_or("?");
             let part = l.get(label::PART).unwrap_or("?");
             let group = l
                 .get(label::GROUP)
                 .map(|g| format!(" group {g}"))
                 .unwrap_or_default();
-            format!("{key:?} ({part}{group}) {metric} {}", num(**v))
+            format!("{key:?} ({part}{group}) {metric} {}", num(*v))
         }))
         .collect()
 }
