@@ -403,6 +403,11 @@ impl Poller {
                     let ty = text(&reply).map_or(KeyType::Unknown, |t| KeyType::parse(&t));
                     if ty == KeyType::Missing {
                         out.push(sample(Metric::Depth, 0.0));
+                        // A drained queue's key is gone: its oldest job is 0 s old, so an age
+                        // alert resolves instead of losing its series.
+                        if w.spec.age.is_some() {
+                            out.push(sample(Metric::Age, 0.0));
+                        }
                     }
                     if let KeyType::Other(t) = &ty {
                         if self.warned.insert(w.spec.key.clone()) {
@@ -754,6 +759,20 @@ mod tests {
         );
         assert_eq!(got[0].value, 0.0);
         assert_eq!(p.keys[0].ty, KeyType::Missing);
+    }
+
+    #[test]
+    fn a_drained_queue_reports_age_zero() {
+        let mut p = poller(&["queue:default"]);
+        p.keys[0].spec.age = Some(AgeProbe::JsonField {
+            index: -1,
+            field: "enqueued_at",
+        });
+        p.keys[0].ty = KeyType::Missing;
+        let (_, slots) = p.pipeline();
+        let got = p.read(&slots, vec![Value::SimpleString("none".into())], Ts(0));
+        let metrics: Vec<(Metric, f64)> = got.iter().map(|s| (s.metric, s.value)).collect();
+        assert_eq!(metrics, vec![(Metric::Depth, 0.0), (Metric::Age, 0.0)]);
     }
 
     #[test]
