@@ -370,6 +370,8 @@ async fn bullmq_preset_reads_bullmq_layout_and_job_age() {
         "5",
     ]);
     r.cmd(&["ZADD", "bull:emails:failed", &now_ms.to_string(), "6"]);
+    // A paused queue: BullMQ >= 5 flags `paused` in meta and keeps adding to `wait` (seen with
+    // bullmq 6.7); older versions moved the jobs to the `paused` list.
     r.cmd(&[
         "HSET",
         "bull:reports:meta",
@@ -378,7 +380,9 @@ async fn bullmq_preset_reads_bullmq_layout_and_job_age() {
         "paused",
         "1",
     ]);
-    r.cmd(&["LPUSH", "bull:reports:paused", "1", "2"]);
+    r.cmd(&["LPUSH", "bull:reports:wait", "1", "2"]);
+    r.cmd(&["HSET", "bull:old:meta", "opts.maxLenEvents", "10000"]);
+    r.cmd(&["LPUSH", "bull:old:paused", "1"]);
     let mut p = poller(r#"preset = "bullmq""#, &r);
     let mut con = p.connect().expect("lazy manager");
     let got = poll_ok(&mut p, &mut con).await;
@@ -391,13 +395,20 @@ async fn bullmq_preset_reads_bullmq_layout_and_job_age() {
     assert_eq!(depth(&got, "bull:emails:active"), Some(1.0));
     assert_eq!(depth(&got, "bull:emails:delayed"), Some(1.0));
     assert_eq!(depth(&got, "bull:emails:failed"), Some(1.0));
-    assert_eq!(depth(&got, "bull:reports:paused"), Some(2.0));
-    assert_eq!(part(&got, "bull:reports:paused").as_deref(), Some("paused"));
+    assert_eq!(depth(&got, "bull:reports:wait"), Some(2.0));
+    assert_eq!(part(&got, "bull:reports:wait").as_deref(), Some("paused"));
+    assert_eq!(part(&got, "bull:emails:wait").as_deref(), Some("waiting"));
+    assert_eq!(depth(&got, "bull:old:paused"), Some(1.0));
+    assert_eq!(part(&got, "bull:old:paused").as_deref(), Some("paused"));
     let age = value(&got, Metric::Age, "bull:emails:wait").expect("age");
     assert!(
         (89.0..190.0).contains(&age),
         "the job at the tail is the oldest: {age}"
     );
+    // Resumed: the same jobs are waiting again.
+    r.cmd(&["HDEL", "bull:reports:meta", "paused"]);
+    let got = poll_ok(&mut p, &mut con).await;
+    assert_eq!(part(&got, "bull:reports:wait").as_deref(), Some("waiting"));
 }
 
 #[tokio::test]

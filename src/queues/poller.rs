@@ -89,6 +89,8 @@ enum Slot {
     Type(usize),
     Groups(usize),
     Age(usize),
+    /// `HEXISTS meta paused` for a BullMQ `wait` list: its jobs are paused, not waiting.
+    Paused(usize),
     /// Nothing to size (no key matched yet): the poll still proves Redis answers.
     Ping,
 }
@@ -220,6 +222,7 @@ impl Poller {
                 key: k.key.clone(),
                 labels: series_labels(&k.queue, &k.key, &k.part),
                 age: None,
+                paused_flag: None,
             })
             .collect();
         let mut scanned = Vec::new();
@@ -231,6 +234,7 @@ impl Poller {
                 labels: series_labels(&key, &key, &cfg.scan_part),
                 key,
                 age: None,
+                paused_flag: None,
             });
         }
         if let Some(preset) = cfg.preset {
@@ -325,6 +329,11 @@ impl Poller {
                 }
                 KeyType::Other(_) => {}
                 ty => {
+                    if let Some(meta) = &w.spec.paused_flag {
+                        // Before the size, so the flag is known when the size is read.
+                        pipe.cmd("HEXISTS").arg(meta).arg("paused");
+                        slots.push(Slot::Paused(i));
+                    }
                     if let Some(cmd) = ty.size_command() {
                         pipe.cmd(cmd).arg(&w.spec.key);
                         slots.push(Slot::Size(i));
@@ -369,9 +378,16 @@ impl Poller {
     /// Turns the replies of one poll into samples, updating cached types.
     fn read(&mut self, slots: &[Slot], replies: Vec<Value>, now: Ts) -> Vec<Sample> {
         let mut out = Vec::with_capacity(slots.len());
+        let mut paused: Option<usize> = None;
         for (slot, reply) in slots.iter().zip(replies) {
             let i = match *slot {
                 Slot::Size(i) | Slot::Type(i) | Slot::Groups(i) | Slot::Age(i) => i,
+                Slot::Paused(i) => {
+                    if int(&reply) == Some(1) {
+                        paused = Some(i);
+                    }
+                    continue;
+                }
                 Slot::Ping => continue,
             };
             if let Value::ServerError(e) = &reply {
@@ -388,8 +404,15 @@ impl Poller {
                 continue;
             }
             let w = &mut self.keys[i];
+            let labels = if paused == Some(i) {
+                let mut l = w.spec.labels.clone();
+                l.insert(Arc::from(label::PART), Arc::from("paused"));
+                l
+            } else {
+                w.spec.labels.clone()
+            };
             let sample = |metric, value: f64| Sample {
-                labels: w.spec.labels.clone(),
+                labels: labels.clone(),
                 metric,
                 value,
             };
@@ -458,7 +481,7 @@ impl Poller {
                         (_, None) => {}
                     }
                 }
-                Slot::Ping => {}
+                Slot::Ping | Slot::Paused(_) => {}
             }
         }
         out
@@ -711,6 +734,8 @@ mod tests {
                     key: k.key.clone(),
                     labels: series_labels(&k.queue, &k.key, &k.part),
                     age: None,
+                    paused_flag: None,
+                    paused_flag: None,
                 },
                 ty: KeyType::Unknown,
             })

@@ -12,7 +12,7 @@
 //! | rq | `rq:scheduled:{q}`, `rq:deferred:{q}`, `rq:failed:{q}` | zset | scheduled, deferred, failed |
 //! | sidekiq | `queue:{q}` | list | waiting (age from the oldest job's `enqueued_at`) |
 //! | sidekiq | `schedule`, `retry`, `dead` (all queues) | zset | scheduled, retry, failed |
-//! | bullmq | `bull:{q}:wait` | list | waiting (age from `bull:{q}:{id}` `timestamp`) |
+//! | bullmq | `bull:{q}:wait` | list | waiting, or paused while `bull:{q}:meta` has `paused` (age from `bull:{q}:{id}` `timestamp`) |
 //! | bullmq | `bull:{q}:prioritized` | zset | waiting |
 //! | bullmq | `bull:{q}:paused`, `bull:{q}:active` | list | paused, active |
 //! | bullmq | `bull:{q}:delayed`, `bull:{q}:waiting-children`, `bull:{q}:failed` | zset | scheduled, deferred, failed |
@@ -37,7 +37,9 @@
 //!   and workers take from the right (`RPOPLPUSH`/`LMOVE` into `active`), so the oldest is at
 //!   index -1; the job hash `<prefix>:<queue>:<id>` has `timestamp` (ms); `prioritized`,
 //!   `delayed`, `failed`, `completed`, `waiting-children` are zsets; `meta` is a hash every
-//!   queue has once a job was added (`opts.maxLenEvents`).
+//!   queue has once a job was added (`opts.maxLenEvents`). A paused queue: BullMQ ≥ 5 sets
+//!   `paused` in `meta` and keeps adding to `wait` (checked with bullmq 6.7); older versions
+//!   used the `paused` list, which is polled too.
 
 use crate::event::Labels;
 
@@ -134,6 +136,7 @@ impl Preset {
             labels: series_labels(q, &key, part),
             key,
             age,
+            paused_flag: None,
         };
         match self {
             Preset::Celery => {
@@ -172,8 +175,10 @@ impl Preset {
                     prefix: base.clone(),
                     field: "timestamp",
                 };
+                let mut wait = k(format!("{base}wait"), "waiting", Some(age));
+                wait.paused_flag = Some(format!("{base}meta"));
                 vec![
-                    k(format!("{base}wait"), "waiting", Some(age)),
+                    wait,
                     k(format!("{base}prioritized"), "waiting", None),
                     k(format!("{base}paused"), "paused", None),
                     k(format!("{base}active"), "active", None),
@@ -192,6 +197,7 @@ impl Preset {
             labels: series_labels("*", &key, part),
             key,
             age: None,
+            paused_flag: None,
         };
         match self {
             Preset::Celery => vec![k(format!("{p}unacked"), "active")],
@@ -263,6 +269,9 @@ pub struct KeySpec {
     pub labels: Labels,
     /// How to find the oldest job's age, if the layout records it.
     pub age: Option<AgeProbe>,
+    /// A hash whose `paused` field, when present, makes this list's jobs `part = "paused"`
+    /// (BullMQ ≥ 5 keeps a paused queue's jobs in `wait` and flags `meta`).
+    pub paused_flag: Option<String>,
 }
 
 /// An enqueue time as the libraries write it, in Unix milliseconds: a number of seconds
