@@ -735,7 +735,6 @@ mod tests {
                     labels: series_labels(&k.queue, &k.key, &k.part),
                     age: None,
                     paused_flag: None,
-                    paused_flag: None,
                 },
                 ty: KeyType::Unknown,
             })

@@ -634,11 +634,12 @@ fn gauge_value(g: &GaugeSpec, grp: &GaugeGroup) -> Option<(f64, bool)> {
     }
 }
 
-/// A headline (`depth 150 > 100`, `growth 12.5/min > 10 over 10m`) and the largest series.
+/// A headline (`depth 150 (threshold > 100)`, `growth 12.5/min (threshold > 10) over 10m`) and
+/// the largest series.
 fn gauge_evidence(spec: &RuleSpec, g: &GaugeSpec, grp: &GaugeGroup) -> Vec<String> {
     let mut head = match gauge_value(g, grp) {
         Some((v, true)) => format!(
-            "{} {}{} {} {}",
+            "{} {}{} (threshold {} {})",
             g.metric.name(),
             num(v),
             if matches!(g.metric, GaugeMetric::Growth { .. }) {
@@ -1048,6 +1049,24 @@ mod tests {
             changes(&mut e, 605),
             vec![(AlertState::Resolved, "backlog".into())]
         );
+    }
+
+    #[test]
+    fn gauge_alert_says_value_threshold_and_largest_series() {
+        let mut e = RuleEngine::new(vec![gauge("backlog", 100.0, 0)], 100);
+        e.observe_samples(&batch(0, &[("a", 80.0), ("b", 30.5)]));
+        let mut out = Vec::new();
+        e.evaluate(at(0), &mut out);
+        assert_eq!(
+            out[0].evidence,
+            vec![
+                "depth 110.50 (threshold > 100)".to_string(),
+                "\"a\" (waiting) depth 80".to_string(),
+                "\"b\" (waiting) depth 30.50".to_string(),
+            ]
+        );
+        assert_eq!(out[0].value, 110.5);
+        assert_eq!(out[0].rule_type, "gauge");
     }
 
     #[test]
