@@ -1,7 +1,8 @@
 //! Wires the stages together, runs them, and drains them on shutdown.
 //!
 //! ```text
-//! sources ─mpsc<Vec<Line>>─▶ classify ─mpsc<Vec<Event>>─▶ counters ─mpsc<Alert>─▶ notify
+//! sources ─mpsc<Vec<Line>>─▶ classify ─mpsc<CounterInput>─▶ counters ─mpsc<Alert>─▶ notify
+//! redis ─▶ queues (one poller per [[queue]]) ─CounterInput─┘
 //! ```
 //! Shutdown is a channel cascade: only the sources watch the cancel token; every later stage
 //! ends when its input channel closes, after flushing (classify closes open records, counters
@@ -20,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{Config, SourceConfig, SourceInput};
-use crate::counters::{self, CountersReport};
+use crate::counters::{self, CounterInput, CountersReport, LineCount};
 use crate::event::{Event, Line, Ts};
 use crate::notify::{self, NotifySetup, NotifyStats, StdoutFactory};
 use crate::records::{Classifier, ClassifyStats};
@@ -47,6 +48,8 @@ pub struct RunReport {
     pub counters: CountersReport,
     /// Notifications.
     pub notify: NotifyStats,
+    /// Queue pollers.
+    pub queues: Vec<crate::queues::poller::PollerReport>,
 }
 
 impl RunReport {
@@ -84,6 +87,12 @@ impl RunReport {
                 s.push_str(&format!("; {n} {what}"));
             }
         }
+        for q in &self.queues {
+            s.push_str(&format!(
+                "; queue {}: {} polls, {} failed",
+                q.name, q.stats.polls, q.stats.failed
+            ));
+        }
         if self.classify.truncated > 0 {
             s.push_str(&format!("; {} lines truncated", self.classify.truncated));
         }
@@ -106,13 +115,16 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let cap = config.channel_capacity;
     let (line_tx, line_rx) = mpsc::channel::<Vec<Line>>(cap);
-    let (event_tx, event_rx) = mpsc::channel::<Vec<Event>>(cap);
+    let (event_tx, event_rx) = mpsc::channel::<CounterInput>(cap);
     let (alert_tx, alert_rx) = mpsc::channel(cap.max(256));
 
     let mut srcs: Vec<SourceConfig> = config.sources.clone();
-    if srcs.is_empty() {
+    // Stdin by default, unless the config only watches queues: such a daemon runs until a
+    // signal (under a service manager stdin is /dev/null and would end it at once).
+    if srcs.is_empty() && config.queues.is_empty() {
         srcs.push(SourceConfig::stdin());
     }
+    let has_sources = !srcs.is_empty();
     let mut classifier = Classifier::new(
         config.patterns.clone(),
         config.records,
@@ -152,6 +164,20 @@ pub async fn run(
     drop(line_tx); // The sources hold the only senders: classify ends when the last one stops.
 
     let guard = BackfillGuard::new(&config);
+    // Pollers are edge tasks like the sources, but outside `tasks`: they never end on their
+    // own, and the end of the sources (stdin EOF) must still drain the daemon.
+    let pollers: Vec<_> = config
+        .queues
+        .iter()
+        .map(|q| {
+            tokio::spawn(crate::queues::run(
+                q.clone(),
+                event_tx.clone(),
+                cancel.clone(),
+                clock,
+            ))
+        })
+        .collect();
     let classify = tokio::spawn(classify_stage(
         classifier,
         line_rx,
@@ -186,7 +212,7 @@ pub async fn run(
     let sources_done = tasks.wait();
     tokio::pin!(sources_done);
     tokio::select! {
-        () = &mut sources_done => tracing::debug!("all sources ended"),
+        () = &mut sources_done, if has_sources => tracing::debug!("all sources ended"),
         () = shutdown => tracing::info!("shutdown requested, draining pipeline"),
         () = failed.cancelled() => tracing::warn!("a source failed, draining pipeline"),
     }
@@ -195,12 +221,17 @@ pub async fn run(
     let drained = tokio::time::timeout(grace, async {
         sources_done.await;
         let classify = classify.await.context("classify stage panicked")?;
+        let mut queues = Vec::new();
+        for p in pollers {
+            queues.push(p.await.context("queue poller panicked")?);
+        }
         let counters = counters.await.context("counters stage panicked")?;
         let notify = notify.await.context("notify stage panicked")?;
         anyhow::Ok(RunReport {
             classify,
             counters,
             notify,
+            queues,
         })
     })
     .await;
@@ -218,7 +249,7 @@ pub async fn run(
 pub async fn classify_stage(
     mut classifier: Classifier,
     mut rx: mpsc::Receiver<Vec<Line>>,
-    tx: mpsc::Sender<Vec<Event>>,
+    tx: mpsc::Sender<CounterInput>,
     mut events_out: Option<Box<dyn Write + Send>>,
     clock: Clock,
     guard: BackfillGuard,
@@ -228,6 +259,7 @@ pub async fn classify_stage(
     let mut events_failed = false;
     loop {
         let mut out = Vec::new();
+        let mut counts: Vec<LineCount> = Vec::new();
         let open = tokio::select! {
             batch = rx.recv() => match batch {
                 Some(mut lines) => {
@@ -238,6 +270,7 @@ pub async fn classify_stage(
                         }
                         classifier.push(l, &mut out);
                     }
+                    count_lines(&lines, &mut counts);
                     true
                 }
                 None => false,
@@ -250,7 +283,7 @@ pub async fn classify_stage(
         if !open {
             classifier.finish(&mut out);
         }
-        if !out.is_empty() {
+        if !out.is_empty() || !counts.is_empty() {
             if let Some(w) = events_out.as_mut() {
                 if let Err(e) = write_events(w, &out) {
                     if !events_failed {
@@ -259,7 +292,11 @@ pub async fn classify_stage(
                     }
                 }
             }
-            if tx.send(out).await.is_err() {
+            let input = CounterInput::Events {
+                events: out,
+                lines: counts,
+            };
+            if tx.send(input).await.is_err() {
                 tracing::warn!("counters stage is gone");
             }
         }
@@ -268,6 +305,27 @@ pub async fn classify_stage(
         }
     }
     classifier.stats.clone()
+}
+
+/// Lines per (source, labels) of one batch: one entry per source, not per line.
+fn count_lines(lines: &[Line], counts: &mut Vec<LineCount>) {
+    for l in lines {
+        match counts
+            .iter_mut()
+            .find(|c| c.source == l.source && c.labels == l.labels)
+        {
+            Some(c) => {
+                c.n += 1;
+                c.at = c.at.max(l.at);
+            }
+            None => counts.push(LineCount {
+                source: l.source.clone(),
+                labels: l.labels.clone(),
+                n: 1,
+                at: l.at,
+            }),
+        }
+    }
 }
 
 fn write_events(w: &mut Box<dyn Write + Send>, events: &[Event]) -> std::io::Result<()> {

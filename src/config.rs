@@ -106,6 +106,8 @@ struct RawConfig {
     tailer: RawTailer,
     #[serde(default, rename = "rule")]
     rules: Vec<rules::RawRule>,
+    #[serde(default, rename = "queue")]
+    queues: Vec<crate::queues::RawQueue>,
     /// `false` drops the built-in default rules even when no `[[rule]]` is given.
     default_rules: Option<bool>,
     #[serde(default)]
@@ -338,6 +340,8 @@ pub struct Config {
     pub rules: Vec<RuleSpec>,
     /// Receivers, routes, inhibitions and message settings.
     pub notify: NotifyConfig,
+    /// Redis queues to poll.
+    pub queues: Vec<crate::queues::QueueConfig>,
     /// Record joining.
     pub records: RecordConfig,
     /// Line cap in bytes for sources that do not set their own. Default: 65536.
@@ -491,9 +495,33 @@ impl Config {
             catch_up_window: raw.tailer.catch_up_window.unwrap_or(t.catch_up_window),
         };
 
-        let source_names: Vec<Arc<str>> = sources.iter().map(|s| s.name.clone()).collect();
-        let rules = if raw.rules.is_empty() && raw.default_rules != Some(false) {
-            rules::default_rules()
+        let mut queues = Vec::new();
+        for (i, q) in raw.queues.into_iter().enumerate() {
+            let q = crate::queues::validate(i, q).map_err(|(f, m)| inv(f, m))?;
+            if queues
+                .iter()
+                .any(|x: &crate::queues::QueueConfig| x.name == q.name)
+            {
+                return Err(inv(
+                    format!("queue[{i}].name"),
+                    format!("duplicate queue name {:?}", q.name),
+                ));
+            }
+            queues.push(q);
+        }
+        let mut source_names: Vec<Arc<str>> = sources.iter().map(|s| s.name.clone()).collect();
+        let log_sources = if source_names.is_empty() {
+            vec![Arc::from("stdin")]
+        } else {
+            source_names.clone()
+        };
+        source_names.extend(queues.iter().map(|q| q.name.clone()));
+        let mut rules = if raw.rules.is_empty() && raw.default_rules != Some(false) {
+            let mut d = rules::default_rules();
+            if !queues.is_empty() {
+                d.extend(rules::signals::queue_default_rules());
+            }
+            d
         } else {
             let mut out = Vec::new();
             for (i, r) in raw.rules.into_iter().enumerate() {
@@ -511,8 +539,22 @@ impl Config {
                     ));
                 }
             }
+            rules::signals::check_all_rules(&out).map_err(|(f, m)| inv(f, m))?;
             out
         };
+        // An `absent` rule without `sources` or `group_by` watches every log source from
+        // the start, so a source that never says anything is noticed too.
+        for r in &mut rules {
+            if matches!(r.kind, rules::RuleKind::Absent { .. })
+                && r.sources.is_empty()
+                && r.group_by.is_empty()
+            {
+                r.sources = log_sources.clone();
+            }
+        }
+        if !queues.is_empty() && !rules.iter().any(|r| r.name.as_ref() == "queue_source_down") {
+            rules.push(rules::signals::queue_source_down_rule());
+        }
 
         let notify = crate::notify::config::validate(
             raw.notify,
@@ -565,6 +607,7 @@ impl Config {
             tailer,
             rules,
             notify,
+            queues,
             records,
             max_line_bytes,
             max_series: positive(

@@ -6,6 +6,7 @@
 //!  stdin ─┴▶ sources ─Vec<Line>─▶ classify ─Vec<Event>─▶ counters ─Alert─▶ notify ─┤ (slack,
 //!                                (records,                (windows,              │  email,
 //!                                 folding)                 rules)                └─ webhook)
+//!  redis ─▶ queues ─samples, health──────────────────────────▲
 //! ```
 //!
 //! # Layout
@@ -15,6 +16,8 @@
 //! - [`records`]: per-source multi-line records (tracebacks) and incident folding → `Event`s.
 //! - [`window`]: rolling counts over time buckets, time passed in.
 //! - [`rules`]: rules over windows and the alert lifecycle, pure.
+//! - [`queues`]: Redis queue-depth polling (keys, SCAN globs, Celery/RQ/Sidekiq/BullMQ
+//!   presets) → samples for the counters.
 //! - [`counters`]: the task that owns windows and rules and emits alert changes.
 //! - [`notify`]: receivers (stdout) and delivery.
 //! - [`replay`]: timestamps in log lines and the simulated clock behind `logwarden replay`.
@@ -30,6 +33,7 @@ pub mod config;
 pub mod counters;
 pub mod event;
 pub mod notify;
+pub mod queues;
 pub mod records;
 pub mod replay;
 pub mod rules;

@@ -71,6 +71,8 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Poll the config's Redis queues and print every series (and poll latency with --polls).
+    Queues(QueuesArgs),
     /// List the loaded patterns and kinds.
     Patterns {
         /// A config whose packs and inline patterns to list (default: the built-in pack).
@@ -148,9 +150,27 @@ struct ReplayArgs {
     /// Also write every event as a JSON line to FILE ('-' for stdout).
     #[arg(long, value_name = "FILE")]
     events: Option<String>,
+    /// A queue-depth series to replay beside the logs: CSV rows `time,key,depth[,part]`
+    /// (time RFC 3339 or Unix seconds); repeat for several files.
+    #[arg(long, value_name = "FILE")]
+    queue_csv: Vec<String>,
     /// Log files to replay ('-' for stdin), merged by their timestamps.
-    #[arg(value_name = "FILE", required = true)]
+    #[arg(value_name = "FILE", required_unless_present = "queue_csv")]
     files: Vec<String>,
+}
+
+#[derive(Args)]
+struct QueuesArgs {
+    /// Config file with [[queue]] sections.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Poll this many times (one interval apart, or back to back with --no-wait) and print
+    /// round-trip latency percentiles instead of the series.
+    #[arg(long, value_name = "N")]
+    polls: Option<u32>,
+    /// With --polls: do not wait for the interval between polls.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 fn main() -> ExitCode {
@@ -162,6 +182,7 @@ fn main() -> ExitCode {
         Some(Command::Check { config }) => cmd_check(&config),
         Some(Command::Classify(args)) => cmd_classify(args),
         Some(Command::Replay(args)) => cmd_replay(args),
+        Some(Command::Queues(args)) => cmd_queues(args),
         Some(Command::Patterns { config }) => cmd_patterns(config.as_deref()),
         Some(Command::History {
             state_dir,
@@ -302,13 +323,90 @@ fn cmd_check(path: &Path) -> anyhow::Result<()> {
         c.sources.len().to_string()
     };
     println!(
-        "{}: ok ({} patterns, {} kinds, {} rules, sources: {sources}, {} receivers)",
+        "{}: ok ({} patterns, {} kinds, {} rules, sources: {sources}, {} queues, {} receivers)",
         path.display(),
         c.patterns.patterns().len(),
         c.patterns.kinds().len(),
         c.rules.len(),
+        c.queues.len(),
         c.notify.receivers.len()
     );
+    Ok(())
+}
+
+fn cmd_queues(args: QueuesArgs) -> anyhow::Result<()> {
+    use logwarden::queues::poller::Poller;
+    let config = Config::load(&args.config)?;
+    if config.queues.is_empty() {
+        anyhow::bail!("{}: no [[queue]] configured", args.config.display());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let _runtime = rt.enter(); // the connection manager spawns its driver on it
+    let clock = logwarden::clock::Clock::start();
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for q in config.queues {
+        let mut poller = Poller::new(q);
+        let name = poller.config().name.clone();
+        let interval = poller.config().interval;
+        let mut con = poller
+            .connect()
+            .with_context(|| format!("queue {name:?}: cannot set up the connection"))?;
+        // The first poll also discovers keys and their types: not part of the latency.
+        let first = rt.block_on(poller.poll(&mut con, clock.now()));
+        let samples = match first {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "{name}: {} unreachable: {e}",
+                    poller.config().redacted_url()
+                );
+                failed = true;
+                continue;
+            }
+        };
+        let Some(n) = args.polls.map(|n| n.max(1)) else {
+            for s in &samples {
+                writeln!(
+                    out,
+                    "{name}\t{}\t{}{}",
+                    s.metric.as_str(),
+                    s.value,
+                    s.labels
+                )?;
+            }
+            continue;
+        };
+        let mut micros = Vec::with_capacity(n as usize);
+        let mut errors = 0;
+        for i in 0..n {
+            if i > 0 && !args.no_wait {
+                std::thread::sleep(interval);
+            }
+            let t = std::time::Instant::now();
+            if rt.block_on(poller.poll(&mut con, clock.now())).is_err() {
+                errors += 1;
+            }
+            micros.push(t.elapsed().as_micros() as u64);
+        }
+        micros.sort_unstable();
+        let pct = |p: f64| micros[((micros.len() as f64 - 1.0) * p).round() as usize];
+        writeln!(
+            out,
+            "{name}: {} keys, {} series per poll, {n} polls ({errors} failed): p50 {} µs, p99 {} µs, max {} µs",
+            poller.key_count(),
+            samples.len(),
+            pct(0.5),
+            pct(0.99),
+            micros.last().copied().unwrap_or(0)
+        )?;
+    }
+    if failed {
+        anyhow::bail!("some queues could not be polled");
+    }
     Ok(())
 }
 
@@ -607,9 +705,27 @@ fn cmd_replay(args: ReplayArgs) -> anyhow::Result<()> {
         None => Config::embedded()?,
     };
     let inputs = replay::open_inputs(&args.files)?;
+    let mut depth = Vec::new();
+    for path in &args.queue_csv {
+        let f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+        let series =
+            logwarden::queues::csv::read(path, f).with_context(|| format!("cannot read {path}"))?;
+        for (line, why) in &series.bad_rows {
+            eprintln!("{path}:{line}: skipped: {why}");
+        }
+        if !series.bad_rows.is_empty() {
+            eprintln!(
+                "{path}: {} bad rows skipped, {} rows read",
+                series.bad_rows.len(),
+                series.rows
+            );
+        }
+        depth.extend(series.batches);
+    }
+    depth.sort_by_key(|b| b.at); // stable: files keep their order at equal times
     let mut events_out = args.events.as_deref().map(open_output).transpose()?;
     let mut events_err: std::io::Result<()> = Ok(());
-    let report = replay::replay(&config, inputs, |ev| {
+    let report = replay::replay_with_queues(&config, inputs, depth, |ev| {
         if let (Some(w), Ok(())) = (events_out.as_mut(), &events_err) {
             events_err = serde_json::to_writer(&mut *w, ev)
                 .map_err(std::io::Error::other)
@@ -628,8 +744,9 @@ fn cmd_replay(args: ReplayArgs) -> anyhow::Result<()> {
         _ => "no lines".into(),
     };
     eprintln!(
-        "replayed {} lines ({span}; {} without a timestamp): {} events, {} unmatched, {} alert changes, {} messages ({} held back by rate limits)",
+        "replayed {} lines and {} queue samples ({span}; {} without a timestamp): {} events, {} unmatched, {} alert changes, {} messages ({} held back by rate limits)",
         report.stats.lines,
+        report.samples,
         report.untimed_lines,
         report.per_kind.values().sum::<u64>(),
         report.stats.unmatched,

@@ -6,6 +6,9 @@
 //! `1 / replay.rate` seconds. Several files are merged by time. Rules are evaluated at every
 //! simulated second (gaps longer than any rule needs are skipped), so `for`, windows and
 //! resolution behave as they would have live.
+//!
+//! Queue-depth series (`--queue-csv`, see [`crate::queues::csv`]) are merged with the log
+//! lines by time, so backlog and stalled-worker rules can be tried offline.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -17,6 +20,7 @@ use regex::bytes::{Captures, Regex};
 
 use crate::config::Config;
 use crate::event::{days_from_civil, Event, Labels, Line, Ts};
+use crate::queues::SampleBatch;
 use crate::records::{Classifier, ClassifyStats};
 use crate::rules::{Alert, RuleEngine};
 use crate::sources::LineSplitter;
@@ -154,14 +158,27 @@ pub struct ReplayReport {
     pub first: Option<Ts>,
     /// Simulated end.
     pub last: Option<Ts>,
+    /// Queue-depth samples replayed.
+    pub samples: u64,
 }
 
 /// Replays `inputs` (name, reader) through `config`'s patterns and rules.
 pub fn replay(
     config: &Config,
     inputs: Vec<(String, Box<dyn Read>)>,
+    on_event: impl FnMut(&Event),
+) -> std::io::Result<ReplayReport> {
+    replay_with_queues(config, inputs, Vec::new(), on_event)
+}
+
+/// Like [`replay`], with queue-depth batches (in time order) merged with the lines by time.
+pub fn replay_with_queues(
+    config: &Config,
+    inputs: Vec<(String, Box<dyn Read>)>,
+    depth: Vec<SampleBatch>,
     mut on_event: impl FnMut(&Event),
 ) -> std::io::Result<ReplayReport> {
+    let mut depth = std::collections::VecDeque::from(depth);
     let year = config.replay.year.unwrap_or_else(current_year);
     let step = Duration::from_secs_f64(1.0 / config.replay.rate);
     let mut files: Vec<ReplayFile> = inputs
@@ -188,7 +205,11 @@ pub fn replay(
         .iter()
         .map(|r| match &r.kind {
             crate::rules::RuleKind::Count { window, .. } | crate::rules::RuleKind::Ratio { window, .. } => *window,
-            crate::rules::RuleKind::Any { .. } => Duration::ZERO,
+            crate::rules::RuleKind::Gauge(crate::rules::GaugeSpec {
+                metric: crate::rules::GaugeMetric::Growth { window },
+                ..
+            }) => *window,
+            _ => Duration::ZERO,
         } + r.for_ + r.keep_firing_for)
         .max()
         .unwrap_or_default()
@@ -202,10 +223,39 @@ pub fn replay(
     let mut clock: Option<Ts> = None;
     let mut events = Vec::new();
     let mut alerts = Vec::new();
-    while let Some(i) = (0..heads.len())
-        .filter(|&i| heads[i].is_some())
-        .min_by_key(|&i| heads[i].as_ref().map(|h| h.0))
-    {
+    loop {
+        let line_head = (0..heads.len())
+            .filter(|&i| heads[i].is_some())
+            .min_by_key(|&i| heads[i].as_ref().map(|h| h.0));
+        let line_at = line_head.and_then(|i| heads[i].as_ref().map(|h| h.0));
+        // Depth samples at or before the next line go first.
+        if let Some(b) = depth.front() {
+            if line_at.is_none_or(|t| b.at <= t) {
+                let b = depth.pop_front().expect("front exists");
+                let now = clock.map_or(b.at, |c| c.max(b.at));
+                if let Some(prev) = clock {
+                    advance(
+                        prev,
+                        now,
+                        horizon,
+                        &mut classifier,
+                        &mut engine,
+                        &mut events,
+                        &mut alerts,
+                        &mut report,
+                        &mut on_event,
+                    );
+                }
+                clock = Some(now);
+                report.first.get_or_insert(now);
+                report.samples += b.samples.len() as u64;
+                engine.observe_samples(&b);
+                engine.evaluate_touched(now, &mut alerts);
+                report.alerts.append(&mut alerts);
+                continue;
+            }
+        }
+        let Some(i) = line_head else { break };
         let (at, bytes, truncated) = heads[i].take().expect("selected head is some");
         // Lines may step back in time a little (interleaved writers); the clock never does.
         let now = clock.map_or(at, |c| c.max(at));
@@ -234,6 +284,7 @@ pub fn replay(
             catch_up: false,
             backfill: false,
         };
+        engine.observe_lines(&line.source, &line.labels, now);
         let unmatched_before = classifier.stats.unmatched;
         classifier.push(&line, &mut events);
         if classifier.stats.unmatched > unmatched_before && report.unmatched_sample.len() < 10 {

@@ -8,8 +8,9 @@
 //! traffic stops.
 //!
 //! Rule types: `count` (events of kinds K in window W, compared to a threshold), `ratio`
-//! (K / (K ∪ of) with `min_events`), `any` (every matching event is an alert). Queue rules
-//! (`gauge`, `absent`, `all`) slot in as further [`RuleKind`] variants.
+//! (K / (K ∪ of) with `min_events`), `any` (every matching event is an alert), and in
+//! [`signals`]: `gauge` (queue samples), `absent` (silence), `all` (a conjunction) and the
+//! built-in `queue_source_down`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::classify::PatternSet;
 use crate::event::{Event, Labels, Ts};
 use crate::window::RollingCount;
+
+pub mod signals;
+pub use signals::{GaugeMetric, GaugeSpec};
 
 /// How urgent an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -68,6 +72,12 @@ pub enum Op {
     /// `value >= threshold`.
     #[serde(rename = ">=")]
     Ge,
+    /// `value < threshold` (e.g. nothing processed: `processed < 1`).
+    #[serde(rename = "<")]
+    Lt,
+    /// `value <= threshold`.
+    #[serde(rename = "<=")]
+    Le,
 }
 
 impl Op {
@@ -75,6 +85,8 @@ impl Op {
         match self {
             Op::Gt => value > threshold,
             Op::Ge => value >= threshold,
+            Op::Lt => value < threshold,
+            Op::Le => value <= threshold,
         }
     }
 
@@ -83,6 +95,8 @@ impl Op {
         match self {
             Op::Gt => ">",
             Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
         }
     }
 }
@@ -114,6 +128,20 @@ pub enum RuleKind {
         /// Matching kinds.
         kinds: Vec<Arc<str>>,
     },
+    /// A queue metric (or its growth) compared with the threshold.
+    Gauge(GaugeSpec),
+    /// No events of `kinds` (empty: no lines at all) from a source for the rule's `for`.
+    Absent {
+        /// Awaited kinds; empty = any line.
+        kinds: Vec<Arc<str>>,
+    },
+    /// Every named rule's alert is firing (notified or not) for the same group.
+    All {
+        /// The conjoined rules.
+        rules: Vec<Arc<str>>,
+    },
+    /// Built in: a `[[queue]]` could not be polled for its `down_after`.
+    SourceDown,
 }
 
 /// A validated rule.
@@ -146,13 +174,16 @@ pub struct RuleSpec {
     pub patterns: Vec<Arc<str>>,
     /// One-line description for messages.
     pub summary: Option<String>,
+    /// False: the rule is evaluated (and may be part of an `all` rule) but sends nothing.
+    /// Default: true.
+    pub notify: bool,
 }
 
 impl RuleSpec {
     fn window(&self) -> Option<Duration> {
         match &self.kind {
             RuleKind::Count { window, .. } | RuleKind::Ratio { window, .. } => Some(*window),
-            RuleKind::Any { .. } => None,
+            _ => None,
         }
     }
 
@@ -161,6 +192,10 @@ impl RuleSpec {
             RuleKind::Count { .. } => "count",
             RuleKind::Ratio { .. } => "ratio",
             RuleKind::Any { .. } => "any",
+            RuleKind::Gauge(_) => "gauge",
+            RuleKind::Absent { .. } => "absent",
+            RuleKind::All { .. } => "all",
+            RuleKind::SourceDown => "queue_source_down",
         }
     }
 
@@ -192,6 +227,7 @@ pub fn default_rules() -> Vec<RuleSpec> {
             sources: Vec::new(),
             patterns: Vec::new(),
             summary: Some(summary.to_string()),
+            notify: true,
         };
     let k = |v: &[&str]| v.iter().map(|s| Arc::from(*s)).collect::<Vec<_>>();
     vec![
@@ -257,6 +293,11 @@ pub struct RawRule {
     #[serde(default)]
     sources: Vec<String>,
     summary: Option<String>,
+    metric: Option<String>,
+    #[serde(default)]
+    parts: Vec<String>,
+    rules: Option<Vec<String>>,
+    notify: Option<bool>,
 }
 
 /// Validates rule `index`; errors are `(field path, message)`.
@@ -290,7 +331,7 @@ pub fn validate(
             .collect()
     };
     let kinds = resolve("kinds", &r.kinds)?;
-    if kinds.is_empty() {
+    if kinds.is_empty() && matches!(r.kind.as_str(), "count" | "ratio" | "any") {
         return Err((
             field("kinds"),
             "needs at least one kind, e.g. kinds = [\"error\"]".into(),
@@ -346,15 +387,23 @@ pub fn validate(
             )?;
             RuleKind::Any { kinds }
         }
+        "gauge" | "absent" | "all" => signals::signals_kind(&r, kinds, &field, &only)?,
         other => {
             return Err((
                 field("type"),
-                format!("unknown rule type {other:?} (expected \"count\", \"ratio\" or \"any\")"),
+                format!("unknown rule type {other:?} (expected \"count\", \"ratio\", \"any\", \"gauge\", \"absent\" or \"all\")"),
             ))
         }
     };
+    if !matches!(kind, RuleKind::Gauge(_)) {
+        only("metric", r.metric.is_some(), "\"gauge\"")?;
+        only("parts", !r.parts.is_empty(), "\"gauge\"")?;
+    }
+    if !matches!(kind, RuleKind::All { .. }) {
+        only("rules", r.rules.is_some(), "\"all\"")?;
+    }
     let threshold = match (&kind, r.threshold) {
-        (RuleKind::Any { .. }, _) => 0.0,
+        (RuleKind::Any { .. } | RuleKind::Absent { .. } | RuleKind::All { .. }, _) => 0.0,
         (_, Some(t)) if t.is_finite() => t,
         (_, Some(t)) => return Err((field("threshold"), format!("must be a number, got {t}"))),
         (_, None) => return Err((field("threshold"), "is required for this type".into())),
@@ -370,13 +419,21 @@ pub fn validate(
     let op = match r.op.as_deref() {
         None | Some(">") => Op::Gt,
         Some(">=") => Op::Ge,
+        Some("<") => Op::Lt,
+        Some("<=") => Op::Le,
         Some(o) => {
             return Err((
                 field("op"),
-                format!("unknown comparison {o:?} (expected \">\" or \">=\")"),
+                format!("unknown comparison {o:?} (expected \">\", \">=\", \"<\" or \"<=\")"),
             ))
         }
     };
+    if matches!(op, Op::Lt | Op::Le) && r.clear_below.is_some() {
+        return Err((
+            field("clear_below"),
+            "only applies to \">\" and \">=\" comparisons".into(),
+        ));
+    }
     if let Some(c) = r.clear_below {
         if !(c.is_finite() && c <= threshold) {
             return Err((
@@ -432,6 +489,7 @@ pub fn validate(
         sources: r.sources.iter().map(|s| Arc::from(s.as_str())).collect(),
         patterns: r.patterns.iter().map(|s| Arc::from(s.as_str())).collect(),
         summary: r.summary,
+        notify: r.notify.unwrap_or(true),
     })
 }
 
@@ -548,6 +606,16 @@ struct RuleState {
     groups: HashMap<Labels, Group>,
 }
 
+impl RuleState {
+    /// `(group labels, firing)` for `all` rules.
+    fn conditions(&self) -> Vec<(Labels, bool)> {
+        self.groups
+            .iter()
+            .map(|(l, g)| (l.clone(), matches!(g.phase, Phase::Firing { .. })))
+            .collect()
+    }
+}
+
 /// Label set that over-cap events are counted under.
 pub fn overflow_labels() -> Labels {
     Labels::from_pairs([("__overflow__", "true")])
@@ -575,23 +643,55 @@ pub struct RuleEngine {
     series: usize,
     /// Events that landed in the overflow series because the cap was hit.
     pub overflowed: u64,
+    signals: signals::Signals,
+    /// Rules with `notify = false`: their changes are dropped.
+    silent: Vec<Arc<str>>,
+    /// The first evaluation time: what the engine has watched since.
+    started: Option<Ts>,
 }
 
 impl RuleEngine {
     /// An engine for `specs`, keeping at most `max_series` (rule, group) windows.
     pub fn new(specs: Vec<RuleSpec>, max_series: usize) -> RuleEngine {
+        let silent = specs
+            .iter()
+            .filter(|s| !s.notify)
+            .map(|s| s.name.clone())
+            .collect();
+        let (sig, counted): (Vec<_>, Vec<_>) =
+            specs.into_iter().partition(|s| signals::is_signal(&s.kind));
+        let rules: Vec<RuleState> = counted
+            .into_iter()
+            .map(|spec| RuleState {
+                spec,
+                groups: HashMap::new(),
+            })
+            .collect();
         RuleEngine {
-            rules: specs
-                .into_iter()
-                .map(|spec| RuleState {
-                    spec,
-                    groups: HashMap::new(),
-                })
-                .collect(),
+            signals: signals::Signals::new(sig, &rules),
+            rules,
             max_series: max_series.max(1),
             series: 0,
             overflowed: 0,
+            silent,
+            started: None,
         }
+    }
+
+    /// Lines read from `source` at `at` (one call per batch and label set), for `absent`
+    /// rules without kinds.
+    pub fn observe_lines(&mut self, source: &Arc<str>, labels: &Labels, at: Ts) {
+        self.signals.observe_lines(source, labels, at);
+    }
+
+    /// One poll's queue samples, for `gauge` rules.
+    pub fn observe_samples(&mut self, batch: &crate::queues::SampleBatch) {
+        self.signals.observe_samples(batch);
+    }
+
+    /// A queue source went down or came back, for `queue_source_down`.
+    pub fn observe_health(&mut self, h: &crate::queues::Health) {
+        self.signals.observe_health(h);
     }
 
     /// The rules, in config order.
@@ -637,6 +737,7 @@ impl RuleEngine {
                     }
                     continue;
                 }
+                _ => continue, // signal rules live in `self.signals`
             };
             if !in_num && !in_den {
                 continue;
@@ -672,6 +773,14 @@ impl RuleEngine {
             }
             group.dirty = true;
         }
+        self.signals.observe_event(ev);
+        self.drop_silent(out);
+    }
+
+    fn drop_silent(&self, out: &mut Vec<Alert>) {
+        if !self.silent.is_empty() {
+            out.retain(|a| !self.silent.contains(&a.rule));
+        }
     }
 
     /// Decides every alert's state at `now`, pushing changes to `out`, and forgets groups
@@ -689,6 +798,14 @@ impl RuleEngine {
     }
 
     fn evaluate_groups(&mut self, now: Ts, only_touched: bool, out: &mut Vec<Alert>) {
+        let started = *self.started.get_or_insert(now);
+        self.evaluate_counts(now, only_touched, out);
+        self.signals
+            .evaluate(now, started, only_touched, &self.rules, out);
+        self.drop_silent(out);
+    }
+
+    fn evaluate_counts(&mut self, now: Ts, only_touched: bool, out: &mut Vec<Alert>) {
         for rule in &mut self.rules {
             let spec = &rule.spec;
             let Some(window) = spec.window() else {
@@ -805,13 +922,14 @@ impl RuleEngine {
                 });
             }
         }
+        self.signals.active(&mut out);
         out.sort_by(|a, b| (&a.rule, &a.labels).cmp(&(&b.rule, &b.labels)));
         out
     }
 
     /// (rule, group) windows held now.
     pub fn series(&self) -> usize {
-        self.series
+        self.series + self.signals.series()
     }
 }
 

@@ -79,7 +79,14 @@ pub fn measure(a: &Alert) -> String {
             a.threshold,
             short_duration(w)
         ),
-        (None, _) => String::new(),
+        (None, _) if a.rule_type == "any" => String::new(),
+        (None, _) => format!(
+            "{} {} {} {}",
+            a.rule_type,
+            fmt_num(a.value),
+            a.op.as_str(),
+            fmt_num(a.threshold)
+        ),
     }
 }
 
