@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::event::{Event, Labels, Ts};
-use crate::queues::{Health, SampleBatch};
+use crate::queues::{Health, Metric, SampleBatch};
 use crate::rules::{Alert, RuleEngine, RuleSpec};
+use crate::window::RollingCount;
 
 /// What the counters stage receives.
 #[derive(Debug, Clone)]
@@ -63,6 +64,72 @@ pub struct CountersReport {
     pub samples: u64,
 }
 
+/// Recent activity attached to every alert as context: events per kind over the last 5
+/// minutes (all sources) and the latest depth of every queue series.
+#[derive(Debug, Default)]
+pub struct Context {
+    kinds: BTreeMap<Arc<str>, RollingCount>,
+    depths: BTreeMap<(Arc<str>, String), f64>,
+}
+
+/// The span of the per-kind context counts.
+pub const CONTEXT_WINDOW: Duration = Duration::from_secs(300);
+/// Most queue series listed in an alert's context.
+const CONTEXT_QUEUES: usize = 8;
+
+impl Context {
+    /// Counts an event.
+    pub fn event(&mut self, ev: &Event) {
+        self.kinds
+            .entry(ev.kind.clone())
+            .or_insert_with(|| RollingCount::new(CONTEXT_WINDOW))
+            .add(ev.ts, 1);
+    }
+
+    /// Remembers the depths of a poll.
+    pub fn samples(&mut self, b: &SampleBatch) {
+        if b.complete {
+            self.depths.retain(|(src, _), _| *src != b.source);
+        }
+        for s in b.samples.iter().filter(|s| s.metric == Metric::Depth) {
+            let name = match (s.labels.get("queue"), s.labels.get("part")) {
+                (Some(q), Some(p)) => format!("{q} {p}"),
+                (Some(q), None) => q.to_string(),
+                _ => s.labels.get("key").unwrap_or("?").to_string(),
+            };
+            *self.depths.entry((b.source.clone(), name)).or_default() += s.value;
+        }
+    }
+
+    /// `last 5m: 120 processed, 14 error` and `queues: celery waiting 150, …`.
+    pub fn describe(&self, now: Ts) -> Vec<String> {
+        let mut out = Vec::new();
+        let kinds: Vec<String> = self
+            .kinds
+            .iter()
+            .map(|(k, w)| (k, w.sum(now)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        if !kinds.is_empty() {
+            out.push(format!("last 5m: {}", kinds.join(", ")));
+        }
+        if !self.depths.is_empty() {
+            let mut q: Vec<String> = self
+                .depths
+                .iter()
+                .take(CONTEXT_QUEUES)
+                .map(|((_, name), d)| format!("{name} {d}"))
+                .collect();
+            if self.depths.len() > CONTEXT_QUEUES {
+                q.push(format!("… {} more", self.depths.len() - CONTEXT_QUEUES));
+            }
+            out.push(format!("queues: {}", q.join(", ")));
+        }
+        out
+    }
+}
+
 /// Runs until `rx` closes.
 pub async fn run(
     rules: Vec<RuleSpec>,
@@ -76,6 +143,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out: Vec<Alert> = Vec::new();
+    let mut context = Context::default();
     loop {
         // `Some(input)`, `Some(None)` when the channel closed, `None` on a tick.
         let input: Option<Option<CounterInput>> = tokio::select! {
@@ -89,12 +157,14 @@ pub async fn run(
                 }
                 for ev in &events {
                     *report.per_kind.entry(ev.kind.to_string()).or_default() += 1;
+                    context.event(ev);
                     engine.observe(ev, &mut out);
                 }
                 engine.evaluate_touched(clock.now(), &mut out);
             }
             Some(Some(CounterInput::Samples(batch))) => {
                 report.samples += batch.samples.len() as u64;
+                context.samples(&batch);
                 engine.observe_samples(&batch);
                 engine.evaluate_touched(clock.now(), &mut out);
             }
@@ -104,6 +174,12 @@ pub async fn run(
             }
             Some(None) => break,
             None => engine.evaluate(clock.now(), &mut out), // time moves every window
+        }
+        if !out.is_empty() {
+            let ctx = context.describe(clock.now());
+            for a in &mut out {
+                a.context.clone_from(&ctx);
+            }
         }
         for a in out.drain(..) {
             report.alerts += 1;

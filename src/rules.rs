@@ -546,6 +546,10 @@ pub struct Alert {
     /// Raised by lines read while catching up on old data: summarised, not sent one by one.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub backfill: bool,
+    /// Related activity when the change happened (events per kind in the last 5 minutes,
+    /// queue depths), filled in by the counters stage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<String>,
 }
 
 /// Longest kept evidence line, in characters.
@@ -733,6 +737,7 @@ impl RuleEngine {
                             summary: spec.summary.clone(),
                             evidence: vec![truncate_chars(&ev.message, EVIDENCE_CHARS)],
                             backfill: ev.backfill,
+                            context: Vec::new(),
                         });
                     }
                     continue;
@@ -844,6 +849,7 @@ impl RuleEngine {
                     summary: spec.summary.clone(),
                     evidence: g.evidence(),
                     backfill: g.backfill,
+                    context: Vec::new(),
                 };
                 g.phase = match g.phase {
                     Phase::Inactive if holds && spec.for_.is_zero() => {

@@ -598,6 +598,7 @@ severity = "warning"
     );
     let mut d = Daemon::start(&cfg, &[("LW_SMTP_PASSWORD", SMTP_PASSWORD)]);
     let mut text = OOM.to_string();
+    text.push_str("2026-11-23 10:00:00,500 INFO task t9 processed in 0.2s\n");
     for i in 0..3 {
         text.push_str(&format!(
             "2026-11-23 10:00:01,000 ERROR task t{i} failed: ValueError: bad input\n"
@@ -631,6 +632,10 @@ severity = "warning"
     assert!(
         body.contains("| 2026-11-23 10:00:00,000 ERROR worker-3 MemoryError"),
         "{body}"
+    );
+    assert!(
+        body.contains("last 5m: ") && body.contains("3 error") && body.contains("1 processed"),
+        "related counts in the mail: {body}"
     );
     assert!(
         body.contains("password=[REDACTED]") && !body.contains("hunter2"),

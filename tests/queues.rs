@@ -601,6 +601,11 @@ group_interval = "0s"
         l.contains("all of queue-not-empty, no-jobs-processed held"),
         "{l}"
     );
+    // The alert carries the queue depths as context.
+    assert!(
+        l.contains("[queues: ") && l.contains("celery waiting 2"),
+        "{l}"
+    );
 
     // A worker finishes jobs: resolved.
     for _ in 0..3 {

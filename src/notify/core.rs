@@ -667,6 +667,7 @@ mod tests {
             summary: None,
             evidence: vec!["boom".into()],
             backfill: false,
+            context: Vec::new(),
         }
     }
 

@@ -735,6 +735,7 @@ mod tests {
                         summary: None,
                         evidence: vec![],
                         backfill: false,
+                        context: Vec::new(),
                     },
                     change: Change::Firing,
                     occurrences: 1,

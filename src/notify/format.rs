@@ -144,6 +144,9 @@ pub fn item_line(i: &Item, at: crate::event::Ts, redact_res: &[Regex]) -> String
     if let Some(sum) = &a.summary {
         s.push_str(&format!(" — {}", redact(sum, redact_res)));
     }
+    if !a.context.is_empty() {
+        s.push_str(&format!(" [{}]", a.context.join("; ")));
+    }
     let ev: Vec<String> = a.evidence.iter().map(|l| redact(l, redact_res)).collect();
     match ev.as_slice() {
         [] => {}
@@ -232,6 +235,9 @@ fn slack_item(i: &Item, r: &Render<'_>) -> String {
     }
     if let Some(sum) = &a.summary {
         s.push_str(&format!("\n_{}_", slack_escape(&redact(sum, r.redact))));
+    }
+    if !a.context.is_empty() {
+        s.push_str(&format!("\n{}", slack_escape(&a.context.join(" · "))));
     }
     let ev = evidence(a, r);
     if !ev.is_empty() {
@@ -382,6 +388,9 @@ fn email_item(i: &Item, r: &Render<'_>) -> String {
     if let Some(sum) = &a.summary {
         s.push_str(&format!("  {}\n", redact(sum, r.redact)));
     }
+    for c in &a.context {
+        s.push_str(&format!("  {c}\n"));
+    }
     let ev = evidence(a, r);
     if !ev.is_empty() {
         s.push_str("  evidence:\n");
@@ -411,6 +420,7 @@ fn item_json(i: &Item, r: &Render<'_>) -> Value {
         "at": a.at,
         "summary": a.summary.as_ref().map(|s| redact(s, r.redact)),
         "evidence": evidence(a, r),
+        "context": a.context,
         "occurrences": i.occurrences,
     })
 }
@@ -509,6 +519,7 @@ mod tests {
             summary: Some("too many failures".into()),
             evidence: vec!["KeyError: 'a'".into(), "x".into(), "ValueError: b".into()],
             backfill: false,
+            context: Vec::new(),
         }
     }
 

@@ -184,6 +184,7 @@ pub fn groups(cfg: &NotifyConfig, saved: Vec<SavedGroup>) -> Vec<(GroupKey, Grou
                     summary: m.summary,
                     evidence: m.evidence,
                     backfill: false,
+                    context: Vec::new(),
                 };
                 let sent = m
                     .sent

@@ -504,6 +504,7 @@ impl Signals {
                             summary: spec.summary.clone(),
                             evidence: st.error.iter().cloned().collect(),
                             backfill: false,
+                            context: Vec::new(),
                         };
                         match (down_for, st.firing_since) {
                             (Some(d), None) if d >= st.down_after => {
@@ -720,6 +721,7 @@ fn step(
                 summary: spec.summary.clone(),
                 evidence: evidence(),
                 backfill: false,
+                context: Vec::new(),
             });
         }
     };
