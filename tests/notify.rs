@@ -192,6 +192,23 @@ severity = "critical"
     p
 }
 
+/// A Slack receiver (URL from `LW_SLACK_URL`, with `extra` keys) on a route with no group
+/// wait.
+fn slack_now(extra: &str) -> String {
+    format!(
+        r#"
+[[receiver]]
+name = "slack"
+type = "slack"
+url_env = "LW_SLACK_URL"
+{extra}
+[[route]]
+receivers = ["slack"]
+group_wait = "0s"
+"#
+    )
+}
+
 const OOM: &str = "2026-11-23 10:00:00,000 ERROR worker-3 MemoryError: out of memory <!channel> <https://evil.example|click> password=hunter2\n";
 
 #[test]
@@ -277,20 +294,7 @@ fn slack_429_with_retry_after_and_500_are_retried_until_delivered() {
         Reply::Ok,
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        r#"
-[[receiver]]
-name = "slack"
-type = "slack"
-url_env = "LW_SLACK_URL"
-
-[[route]]
-receivers = ["slack"]
-group_wait = "0s"
-"#,
-        "",
-    );
+    let cfg = config(dir.path(), &slack_now(""), "");
     let url = slack.url("/hook");
     let mut d = Daemon::start(&cfg, &[("LW_SLACK_URL", &url)]);
     d.write(OOM);
@@ -313,18 +317,7 @@ fn a_slack_endpoint_that_never_answers_is_recorded_failed_and_counting_goes_on()
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
-        r#"
-[[receiver]]
-name = "slack"
-type = "slack"
-url_env = "LW_SLACK_URL"
-timeout = "1s"
-max_attempts = 2
-
-[[route]]
-receivers = ["slack"]
-group_wait = "0s"
-"#,
+        &slack_now("timeout = \"1s\"\nmax_attempts = 2\n"),
         "",
     );
     let url = slack.url("/hook");
@@ -430,16 +423,7 @@ fn a_restart_does_not_resend_a_firing_alert_and_a_corrupt_state_is_set_aside() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
-        r#"
-[[receiver]]
-name = "slack"
-type = "slack"
-url_env = "LW_SLACK_URL"
-
-[[route]]
-receivers = ["slack"]
-group_wait = "0s"
-"#,
+        &slack_now(""),
         r#"
 [[rule]]
 name = "crashes"
