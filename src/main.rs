@@ -174,6 +174,12 @@ struct QueuesArgs {
 }
 
 fn main() -> ExitCode {
+    // A file-size limit (RLIMIT_FSIZE) must fail a checkpoint or state write with EFBIG,
+    // which is reported and survived, not kill the daemon with SIGXFSZ.
+    // SAFETY: setting a signal to SIG_IGN before any thread starts has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {

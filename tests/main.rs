@@ -1,6 +1,7 @@
 //! Integration tests, linked into one binary (`autotests = false`): on a 2-core machine one
 //! link beats many. Each module names what it covers.
 
+mod chaos;
 mod cli;
 mod common;
 mod corpus;

@@ -485,10 +485,18 @@ struct Smtp {
 
 impl Smtp {
     fn start(auth: Option<(&str, &str)>) -> Smtp {
+        Smtp::start_with(auth, None)
+    }
+
+    /// With `data_reply`, every message is answered with that SMTP reply instead.
+    fn start_with(auth: Option<(&str, &str)>, data_reply: Option<&str>) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
         let script = crate::common::repo("tests/support/smtp_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script).arg(dir.path());
+        if let Some(r) = data_reply {
+            cmd.env("SMTP_DATA_REPLY", r);
+        }
         if let Some((u, p)) = auth {
             cmd.args([u, p]);
         }
@@ -899,6 +907,114 @@ group_interval = "1s"
     assert!(
         stderr(&out).contains("held back by rate limits"),
         "{}",
+        stderr(&out)
+    );
+}
+
+/// A mail receiver on `port` with two attempts, on a route with no group wait.
+fn mail_now(port: u16) -> String {
+    format!(
+        r#"
+[[receiver]]
+name = "mail"
+type = "email"
+url = "smtp://127.0.0.1:{port}"
+tls = "none"
+from = "logwarden@example.com"
+to = ["oncall@example.com"]
+timeout = "2s"
+max_attempts = 2
+
+[[route]]
+receivers = ["mail"]
+group_wait = "0s"
+"#
+    )
+}
+
+#[test]
+fn smtp_4xx_is_retried_5xx_fails_at_once_and_a_refused_connection_is_recorded() {
+    // (server reply, attempts expected, error text expected)
+    let cases = [
+        (Some("451 4.3.0 Try again later"), 2, "451"),
+        (Some("550 5.7.1 Relaying denied"), 1, "550"),
+        (None, 2, "SMTP"),
+    ];
+    for (reply, attempts, needle) in cases {
+        let (smtp, port) = match reply {
+            Some(r) => {
+                let s = Smtp::start_with(None, Some(r));
+                let p = s.port;
+                (Some(s), p)
+            }
+            None => {
+                // Nothing listens: connection refused.
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                let p = l.local_addr().unwrap().port();
+                drop(l);
+                (None, p)
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &mail_now(port), "");
+        let mut d = Daemon::start(&cfg, &[]);
+        d.write(OOM);
+        let state = dir.path().join("state");
+        // Backoff after the first failure is about 1 s; give the drain time to record.
+        std::thread::sleep(Duration::from_millis(if attempts > 1 {
+            3000
+        } else {
+            1500
+        }));
+        let out = d.finish();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let h = history(&state);
+        let e = &h["history"][0];
+        assert_eq!(e["outcome"], "failed", "{reply:?}: {h}");
+        assert_eq!(e["attempts"], attempts, "{reply:?}: {h}");
+        assert!(
+            e["error"].as_str().unwrap().contains(needle),
+            "{reply:?}: {h}"
+        );
+        if let Some(s) = &smtp {
+            assert!(s.mails().is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_slack_429_storm_ends_in_a_recorded_failure_and_counting_goes_on() {
+    let slack = FakeHttp::start(vec![Reply::Status(429, Some(1))]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &slack_now("max_attempts = 3\n"), "");
+    let url = slack.url("/hook");
+    let mut d = Daemon::start(&cfg, &[("LW_SLACK_URL", &url)]);
+    d.write(OOM);
+    let mut text = String::new();
+    for i in 0..5000 {
+        text.push_str(&format!(
+            "2026-11-23 10:00:01,000 INFO task {i} processed in 0.1s\n"
+        ));
+    }
+    d.write(&text);
+    wait_for("three attempts", Duration::from_secs(60), || {
+        slack.requests().len() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let out = d.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(slack.requests().len(), 3, "bounded attempts");
+    assert!(stderr(&out).contains("read 5001 lines"), "{}", stderr(&out));
+    let h = history(&dir.path().join("state"));
+    assert_eq!(h["history"][0]["outcome"], "failed", "{h}");
+    assert!(
+        h["history"][0]["error"].as_str().unwrap().contains("429"),
+        "{h}"
+    );
+    assert_eq!(
+        stderr(&out).matches("receiver marked down").count(),
+        1,
+        "logged once: {}",
         stderr(&out)
     );
 }

@@ -29,28 +29,28 @@ fn append(path: &Path, data: &[u8]) {
         .unwrap();
 }
 
-fn chmod(path: &Path, mode: u32) {
+pub(crate) fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// A uid for this test process alone (no passwd entry needed), so parallel tests and other
 /// runs on the machine never share its per-user limits. `k` tells tests apart.
-fn dedicated_uid(k: u32) -> u32 {
+pub(crate) fn dedicated_uid(k: u32) -> u32 {
     1_000_000_000 + std::process::id() * 8 + k
 }
 
-fn chown(path: &Path, uid: u32) {
+pub(crate) fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
 }
 
 /// Makes `cmd` run as `uid` (and gid `uid`, no supplementary groups): raw syscalls only, as
 /// `pre_exec` runs between fork and exec.
-fn run_as(cmd: &mut Command, uid: u32) {
+pub(crate) fn run_as(cmd: &mut Command, uid: u32) {
     let id = uid as libc::c_long;
     // SAFETY: the closure only makes raw syscalls (async-signal-safe) and reads errno.
     unsafe {
@@ -71,7 +71,7 @@ fn run_as(cmd: &mut Command, uid: u32) {
 
 /// A running `logwarden run --events -` whose stdout (events) and stderr (its log) are
 /// collected by two threads.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     events: Arc<Mutex<Vec<serde_json::Value>>>,
     log: Arc<Mutex<Vec<String>>>,
@@ -80,7 +80,7 @@ struct Daemon {
 
 impl Daemon {
     /// Starts the daemon on `config`, as `uid` when given.
-    fn start(config: &Path, uid: Option<u32>) -> Daemon {
+    pub(crate) fn start(config: &Path, uid: Option<u32>) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logwarden"));
         cmd.args(["run", "--events", "-", "--config"])
             .arg(config)
@@ -120,16 +120,16 @@ impl Daemon {
         }
     }
 
-    fn events(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn events(&self) -> Vec<serde_json::Value> {
         self.events.lock().unwrap().clone()
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
     /// Log lines containing `needle`.
-    fn logged(&self, needle: &str) -> usize {
+    pub(crate) fn logged(&self, needle: &str) -> usize {
         self.log
             .lock()
             .unwrap()
@@ -152,7 +152,7 @@ impl Daemon {
     }
 
     /// Waits until `cond` holds (true) or `limit` passes (false).
-    fn wait(&self, limit: Duration, mut cond: impl FnMut(&Daemon) -> bool) -> bool {
+    pub(crate) fn wait(&self, limit: Duration, mut cond: impl FnMut(&Daemon) -> bool) -> bool {
         let end = Instant::now() + limit;
         loop {
             if cond(self) {
@@ -166,7 +166,7 @@ impl Daemon {
     }
 
     /// SIGTERM, wait for the exit and for the readers to finish.
-    fn stop(&mut self) -> ExitStatus {
+    pub(crate) fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         // SAFETY: the pid is our own child's, not yet reaped.
         unsafe {

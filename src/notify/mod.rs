@@ -203,6 +203,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
     let mut stats = NotifyStats::default();
     let mut last_save = std::time::Instant::now();
     let mut dirty = false;
+    let mut saver = Saver::default();
     loop {
         let now = clock.now();
         let wait = d
@@ -235,7 +236,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         if let Some(dir) = &state_dir {
             let hist_dirty = history.lock().expect("history lock").dirty;
             if (dirty || hist_dirty) && (last_save.elapsed() >= Duration::from_secs(1) || !open) {
-                save(dir, &d, &history);
+                saver.save(dir, &d, &history);
                 last_save = std::time::Instant::now();
                 dirty = false;
             }
@@ -258,7 +259,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         workers.abort_all();
     }
     if let Some(dir) = &state_dir {
-        save(dir, &d, &history);
+        saver.save(dir, &d, &history);
     }
     let h = history.lock().expect("history lock");
     for c in h.counts.values() {
@@ -313,14 +314,39 @@ fn dispatch(
     any
 }
 
-fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory) {
-    let snap = {
-        let mut h = history.lock().expect("history lock");
-        h.dirty = false;
-        state::snapshot(d.notifier.config(), d.notifier.groups(), &h)
-    };
-    if let Err(e) = state::save(dir, &snap) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot save notification state");
+/// Saves the notification state, logging a failure once per episode (read-only or full
+/// `state_dir`) and the recovery, and counting the failed writes.
+#[derive(Default)]
+struct Saver {
+    failing: bool,
+    failures: u64,
+}
+
+impl Saver {
+    fn save(&mut self, dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory) {
+        let snap = {
+            let h = history.lock().expect("history lock");
+            state::snapshot(d.notifier.config(), d.notifier.groups(), &h)
+        };
+        match state::save(dir, &snap) {
+            Ok(()) => {
+                history.lock().expect("history lock").dirty = false;
+                if self.failing {
+                    tracing::info!(dir = %dir.display(), failed_writes = self.failures,
+                        "notification state is saved again");
+                    self.failing = false;
+                    self.failures = 0;
+                }
+            }
+            Err(e) => {
+                self.failures += 1;
+                if !self.failing {
+                    tracing::warn!(dir = %dir.display(), error = %e,
+                        "cannot save notification state; notifying goes on, a restart may re-send");
+                    self.failing = true;
+                }
+            }
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 """A real SMTP server for the notification tests: aiosmtpd (not ours), configured here.
 
 Usage: smtp_server.py OUT_DIR [USER PASSWORD]
+With SMTP_DATA_REPLY set (e.g. "451 4.3.0 Try again later"), every message is answered with it
+instead of being saved.
 Listens on 127.0.0.1 on a free port, prints "PORT <n>" on stdout, saves each message as
 OUT_DIR/<n>.eml (with X-Envelope-From / X-Envelope-To / X-Auth-User headers prepended), and
 exits when stdin closes. With USER and PASSWORD, AUTH is required (PLAIN/LOGIN, no TLS: the
@@ -22,6 +24,11 @@ lock = threading.Lock()
 class Saver:
     async def handle_DATA(self, server, session, envelope):
         global count
+        if os.environ.get("SMTP_DATA_REPLY"):
+            with lock:
+                count += 1
+            open(os.path.join(out_dir, f"refused-{count}"), "w").close()
+            return os.environ["SMTP_DATA_REPLY"]
         with lock:
             count += 1
             n = count

@@ -189,7 +189,7 @@ pub async fn run_with_stats(
     let mut next_poll = Instant::now();
     let mut next_ckpt = Instant::now() + cfg.checkpoint_interval;
     let mut pending: Option<(Instant, Vec<Checkpoint>)> = None;
-    let mut saved: Vec<Checkpoint> = Vec::new();
+    let mut saved = Saved::default();
     loop {
         let stopping = cancel.is_cancelled();
         let t = Instant::now();
@@ -306,18 +306,40 @@ async fn send_batches(tx: &mpsc::Sender<Vec<Line>>, mut lines: Vec<Line>) -> boo
     true
 }
 
-async fn save(store: &Arc<CheckpointStore>, cps: &[Checkpoint], last: &mut Vec<Checkpoint>) {
-    if cps == last.as_slice() {
+/// The last checkpoints written, and whether writing is failing (logged once per episode:
+/// a read-only or full `state_dir` must not log every checkpoint interval).
+#[derive(Default)]
+struct Saved {
+    last: Vec<Checkpoint>,
+    failing: bool,
+    failures: u64,
+}
+
+async fn save(store: &Arc<CheckpointStore>, cps: &[Checkpoint], saved: &mut Saved) {
+    if cps == saved.last.as_slice() && !saved.failing {
         return;
     }
     let (s, v) = (store.clone(), cps.to_vec());
     let res = tokio::task::spawn_blocking(move || s.save(&v)).await;
-    match res {
-        Ok(Ok(())) => *last = cps.to_vec(),
-        Ok(Err(e)) => {
-            tracing::warn!(file = %store.path().display(), error = %e, "cannot write checkpoints")
+    let err = match res {
+        Ok(Ok(())) => {
+            saved.last = cps.to_vec();
+            if saved.failing {
+                tracing::info!(file = %store.path().display(), failed_writes = saved.failures,
+                    "checkpoints are written again");
+                saved.failing = false;
+                saved.failures = 0;
+            }
+            return;
         }
-        Err(e) => tracing::warn!(error = %e, "checkpoint writer panicked"),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("checkpoint writer panicked: {e}"),
+    };
+    saved.failures += 1;
+    if !saved.failing {
+        tracing::warn!(file = %store.path().display(), error = %err,
+            "cannot write checkpoints; tailing goes on, a restart may re-read lines");
+        saved.failing = true;
     }
 }
 
