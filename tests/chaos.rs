@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::tail_hostile::{chmod, chown, dedicated_uid, is_root, run_as, Daemon};
+use crate::tail_hostile::{chmod, chown, dedicated_uid, is_root, Daemon};
 
 /// A config tailing `dir/app.log` from the beginning, checkpointing every 200 ms, with an
 /// `any` rule on oom lines printed as JSON on stdout.

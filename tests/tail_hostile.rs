@@ -50,7 +50,7 @@ pub(crate) fn chown(path: &Path, uid: u32) {
 
 /// Makes `cmd` run as `uid` (and gid `uid`, no supplementary groups): raw syscalls only, as
 /// `pre_exec` runs between fork and exec.
-pub(crate) fn run_as(cmd: &mut Command, uid: u32) {
+fn run_as(cmd: &mut Command, uid: u32) {
     let id = uid as libc::c_long;
     // SAFETY: the closure only makes raw syscalls (async-signal-safe) and reads errno.
     unsafe {
