@@ -173,3 +173,155 @@ fn chaos_file_size_limit_fails_state_writes_not_the_daemon() {
     );
     assert!(err.contains("File too large"), "{err}");
 }
+
+/// A tiny seeded PRNG (xorshift) for kill points: reproducible rounds.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+#[test]
+fn chaos_sigkill_at_random_points_during_rotation_under_load_loses_no_line() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let d = tempfile::tempdir().unwrap();
+    let logs = d.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("app.log");
+    std::fs::write(&log, b"").unwrap();
+    let cfg = d.path().join("lw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"state_dir = "{state}"
+default_rules = false
+
+[patterns]
+packs = []
+
+[[pattern]]
+name = "seq"
+kind = "processed"
+regex = 'seq=(?P<n>[0-9]+)'
+value = "n"
+
+[[source]]
+name = "app"
+path = "{logs}/app.log*"
+start_at = "beginning"
+multiline = false
+
+[tailer]
+poll_interval = "100ms"
+checkpoint_interval = "200ms"
+"#,
+            state = d.path().join("state").display(),
+            logs = logs.display()
+        ),
+    )
+    .unwrap();
+
+    // The writer: ~2000 lines/s, rotating (rename to app.log.<k>, create) every ~250 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (log, logs, stop) = (log.clone(), logs.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut n, mut k) = (0u64, 0u32);
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                for _ in 0..20 {
+                    n += 1;
+                    f.write_all(format!("worker seq={n} done\n").as_bytes())
+                        .unwrap();
+                }
+                if n % 500 == 0 {
+                    k += 1;
+                    std::fs::rename(&log, logs.join(format!("app.log.{k:03}"))).unwrap();
+                    f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            n
+        })
+    };
+
+    let run = |events: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_logwarden"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--events")
+            .arg(events)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let values = |events: &Path| -> Vec<u64> {
+        std::fs::read_to_string(events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("value").and_then(|x| x.as_f64()))
+            .map(|x| x as u64)
+            .collect()
+    };
+
+    let mut rng = Rng(0x5eed_1234_abcd_0042);
+    let mut files = Vec::new();
+    for round in 0..20 {
+        let ev = d.path().join(format!("events{round:02}.jsonl"));
+        let mut child = run(&ev);
+        std::thread::sleep(Duration::from_millis(150 + rng.next(600)));
+        child.kill().unwrap(); // SIGKILL at a random point
+        child.wait().unwrap();
+        files.push(ev);
+        std::thread::sleep(Duration::from_millis(rng.next(200)));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    let last = d.path().join("events-final.jsonl");
+    let mut child = run(&last);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !values(&last).contains(&written) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    files.push(last);
+
+    let mut count: HashMap<u64, usize> = HashMap::new();
+    for f in &files {
+        for v in values(f) {
+            *count.entry(v).or_default() += 1;
+        }
+    }
+    let lost: Vec<u64> = (1..=written).filter(|n| !count.contains_key(n)).collect();
+    let dups: usize = count.values().map(|c| c - 1).sum();
+    eprintln!(
+        "chaos SIGKILL: 20 rounds, {written} lines written across rotations; lost {}, duplicates {dups}",
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "lost {} of {written} lines, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
