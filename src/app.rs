@@ -264,11 +264,17 @@ pub async fn classify_stage(
             batch = rx.recv() => match batch {
                 Some(mut lines) => {
                     let now = clock.now();
-                    for l in &mut lines {
-                        if l.catch_up {
-                            l.backfill = guard.is_old(&l.bytes, now);
-                        }
-                        classifier.push(l, &mut out);
+                    for l in lines.iter_mut().filter(|l| l.catch_up) {
+                        l.backfill = guard.is_old(&l.bytes, now);
+                    }
+                    // The batch's pattern work may use a second thread: let the runtime
+                    // move other tasks off this worker meanwhile.
+                    let multi = tokio::runtime::Handle::current().runtime_flavor()
+                        == tokio::runtime::RuntimeFlavor::MultiThread;
+                    if multi {
+                        tokio::task::block_in_place(|| classifier.push_batch(&lines, &mut out));
+                    } else {
+                        classifier.push_batch(&lines, &mut out);
                     }
                     count_lines(&lines, &mut counts);
                     true

@@ -152,6 +152,40 @@ fn strip_prefix_shape<'a>(line: &'a [u8], prefix: &[u8]) -> &'a [u8] {
     }
 }
 
+/// A line's pattern work (winner, captures, message text), done before the sequential
+/// record logic, so a batch can do it on several threads.
+#[derive(Debug)]
+struct Prepared {
+    winner: Option<usize>,
+    labels: Labels,
+    value: Option<f64>,
+    /// The display text, computed for matched lines only.
+    text: Option<String>,
+}
+
+fn prepare(patterns: &PatternSet, bytes: &[u8], scratch: &mut Scratch) -> Prepared {
+    match patterns.classify(bytes, scratch) {
+        None => Prepared {
+            winner: None,
+            labels: Labels::new(),
+            value: None,
+            text: None,
+        },
+        Some(i) => {
+            let x = patterns.extract(i, bytes, scratch);
+            Prepared {
+                winner: Some(i),
+                labels: x.labels,
+                value: x.value,
+                text: Some(display_text(bytes)),
+            }
+        }
+    }
+}
+
+/// Batches at least this long are prepared on two threads.
+const PARALLEL_BATCH: usize = 512;
+
 /// One classified physical line inside a record.
 #[derive(Debug)]
 struct RecLine {
@@ -195,6 +229,10 @@ struct SourceState {
 pub struct Classifier {
     patterns: Arc<PatternSet>,
     scratch: Scratch,
+    /// The second thread's scratch for [`push_batch`](Classifier::push_batch).
+    scratch2: Option<Scratch>,
+    /// More than one CPU: long batches are prepared on two threads.
+    parallel: bool,
     grammar: Grammar,
     records: RecordConfig,
     max_label_values: usize,
@@ -216,6 +254,8 @@ impl Classifier {
     ) -> Classifier {
         Classifier {
             scratch: patterns.scratch(),
+            scratch2: None,
+            parallel: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             patterns,
             grammar: Grammar::new(),
             records,
@@ -235,6 +275,44 @@ impl Classifier {
     /// Classifies one line; completed events are pushed to `out` (possibly none now, and
     /// several later, when a record or fold window closes).
     pub fn push(&mut self, line: &Line, out: &mut Vec<Event>) {
+        self.push_prepared(line, None, out);
+    }
+
+    /// [`push`](Classifier::push) for a batch. A long batch has its pattern work (the
+    /// multi-pattern search, captures and message text of each line) done on two threads
+    /// first; the record and fold logic then runs in order, so results are the same as
+    /// pushing line by line.
+    pub fn push_batch(&mut self, lines: &[Line], out: &mut Vec<Event>) {
+        if lines.len() < PARALLEL_BATCH || !self.parallel {
+            for l in lines {
+                self.push(l, out);
+            }
+            return;
+        }
+        let (a, b) = lines.split_at(lines.len() / 2);
+        let patterns = &*self.patterns;
+        let (s1, s2) = (&mut self.scratch, &mut self.scratch2);
+        let s2 = s2.get_or_insert_with(|| patterns.scratch());
+        let prepared: Vec<Prepared> = std::thread::scope(|sc| {
+            let hb = sc.spawn(|| {
+                b.iter()
+                    .map(|l| prepare(patterns, &l.bytes, s2))
+                    .collect::<Vec<_>>()
+            });
+            let mut pa: Vec<Prepared> = a.iter().map(|l| prepare(patterns, &l.bytes, s1)).collect();
+            match hb.join() {
+                Ok(pb) => pa.extend(pb),
+                // Cannot happen (prepare does not panic on input); stay correct anyway.
+                Err(_) => pa.extend(b.iter().map(|l| prepare(patterns, &l.bytes, s1))),
+            }
+            pa
+        });
+        for (l, p) in lines.iter().zip(prepared) {
+            self.push_prepared(l, Some(p), out);
+        }
+    }
+
+    fn push_prepared(&mut self, line: &Line, pre: Option<Prepared>, out: &mut Vec<Event>) {
         self.stats.lines += 1;
         self.stats.truncated += u64::from(line.truncated);
         if std::str::from_utf8(&line.bytes).is_err() {
@@ -265,7 +343,15 @@ impl Classifier {
 
         if multiline {
             if let Some((mode, prefix_len)) = self.grammar.start(&line.bytes) {
-                let first = self.rec_line(&line.bytes);
+                let first = match pre {
+                    Some(p) => RecLine {
+                        text: p.text.unwrap_or_else(|| display_text(&line.bytes)),
+                        winner: p.winner,
+                        extracted_labels: p.labels,
+                        value: p.value,
+                    },
+                    None => self.rec_line(&line.bytes),
+                };
                 state.open = Some(OpenRecord {
                     mode,
                     prefix: line.bytes[..prefix_len].to_vec(),
@@ -281,18 +367,21 @@ impl Classifier {
             }
         }
 
-        match self.patterns.classify(&line.bytes, &mut self.scratch) {
+        let p = match pre {
+            Some(p) => p,
+            None => prepare(&self.patterns, &line.bytes, &mut self.scratch),
+        };
+        match p.winner {
             None => self.stats.unmatched += 1,
             Some(i) => {
-                let x = self.patterns.extract(i, &line.bytes, &mut self.scratch);
-                let message = display_text(&line.bytes);
+                let message = p.text.unwrap_or_else(|| display_text(&line.bytes));
                 let mut ev = self.event(
                     i,
                     line.at,
                     &line.source,
                     &line.labels,
-                    x.labels,
-                    x.value,
+                    p.labels,
+                    p.value,
                     message,
                     true,
                     1,
@@ -964,6 +1053,60 @@ mod tests {
         assert_eq!(evs.len(), 3, "{:?}", kinds(&evs));
         assert_eq!(evs.iter().filter(|e| e.folded == 1).count(), 2);
         assert_eq!(evs.iter().filter(|e| e.record == Some("python")).count(), 1);
+    }
+
+    #[test]
+    fn a_parallel_batch_gives_exactly_the_events_of_line_by_line() {
+        // The demo log (tracebacks, folds, plain lines) with the default pack, three times
+        // over: well past the parallel threshold.
+        let demo = include_str!("../fixtures/demo/worker.log").repeat(3);
+        let set = Arc::new(
+            PatternSet::compile(
+                &[parse_pack("default", crate::classify::DEFAULT_PACK).unwrap()],
+                &[],
+            )
+            .unwrap(),
+        );
+        let lines: Vec<Line> = demo
+            .lines()
+            .enumerate()
+            .map(|(i, l)| Line {
+                source: Arc::from("s"),
+                stream: 0,
+                labels: Labels::new(),
+                bytes: l.as_bytes().to_vec(),
+                truncated: false,
+                catch_up: false,
+                backfill: false,
+                at: Ts(1_000 + i as u64 * 7),
+            })
+            .collect();
+        assert!(lines.len() >= PARALLEL_BATCH);
+        let run = |batch: bool| {
+            let mut c = Classifier::new(set.clone(), RecordConfig::default(), 100);
+            c.parallel = true;
+            let mut out = Vec::new();
+            if batch {
+                c.push_batch(&lines, &mut out);
+            } else {
+                for l in &lines {
+                    c.push(l, &mut out);
+                }
+            }
+            c.finish(&mut out);
+            (out, c.stats.clone())
+        };
+        let (one, s1) = run(false);
+        let (two, s2) = run(true);
+        assert_eq!(s1, s2);
+        assert!(one.len() > 60, "the demo's events: {}", one.len());
+        assert_eq!(one.len(), two.len());
+        for (a, b) in one.iter().zip(&two) {
+            assert_eq!(
+                serde_json::to_string(a).unwrap(),
+                serde_json::to_string(b).unwrap()
+            );
+        }
     }
 
     #[test]
