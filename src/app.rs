@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +24,7 @@ use crate::config::{Config, SourceConfig, SourceInput};
 use crate::counters::{self, CounterInput, CountersReport, LineCount};
 use crate::event::{Event, Line, Ts};
 use crate::notify::{self, NotifySetup, NotifyStats, StdoutFactory};
+use crate::ops::{self, Hub, Layout, QueueLayout};
 use crate::records::{Classifier, ClassifyStats};
 use crate::sources;
 
@@ -111,6 +112,24 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunReport> {
     let clock = Clock::start();
+    let hub = Hub::new(clock);
+    hub.layout.send_replace(layout_of(&config));
+    let http_cancel = CancellationToken::new();
+    let http = match config.http_listen {
+        Some(addr) => match ops::http::bind(addr).await {
+            Ok(l) => Some(tokio::spawn(ops::http::serve(
+                l,
+                hub.clone(),
+                http_cancel.clone(),
+            ))),
+            // Watching matters more than being watched: a taken port must not stop alerts.
+            Err(e) => {
+                tracing::error!(addr = %addr, error = %e, "cannot bind the http listener; running without /metrics and /health");
+                None
+            }
+        },
+        None => None,
+    };
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let cap = config.channel_capacity;
@@ -142,23 +161,33 @@ pub async fn run(
     let failed = CancellationToken::new();
     for src in stdin_srcs {
         let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
+        let (hub, name) = (hub.clone(), src.name.clone());
+        hub.set_alive([&*name], true);
         tasks.spawn(async move {
             if let Err(e) = sources::stdin::run(tokio::io::stdin(), src, tx, cancel, clock).await {
                 tracing::error!(source = "stdin", error = %e, "cannot read stdin");
                 failed.cancel();
             }
+            hub.set_alive([&*name], false);
         });
     }
     if !file_srcs.is_empty() {
         let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
         let (tailer, state_dir) = (config.tailer.clone(), config.state_dir.clone());
+        let hub = hub.clone();
+        let names: Vec<Arc<str>> = file_srcs.iter().map(|s| s.name.clone()).collect();
+        hub.set_alive(names.iter().map(|n| &**n), true);
         tasks.spawn(async move {
-            if let Err(e) =
-                sources::file::run(file_srcs, tailer, state_dir, tx, cancel, clock).await
+            let stats = Some(hub.tailer.clone());
+            if let Err(e) = sources::file::run_with_stats(
+                file_srcs, tailer, state_dir, tx, cancel, clock, stats,
+            )
+            .await
             {
                 tracing::error!(error = %e, "file sources failed");
                 failed.cancel();
             }
+            hub.set_alive(names.iter().map(|n| &**n), false);
         });
     }
     drop(line_tx); // The sources hold the only senders: classify ends when the last one stops.
@@ -175,6 +204,7 @@ pub async fn run(
                 event_tx.clone(),
                 cancel.clone(),
                 clock,
+                hub.clone(),
             ))
         })
         .collect();
@@ -185,6 +215,7 @@ pub async fn run(
         opts.events,
         clock,
         guard,
+        hub.classify.clone(),
     ));
     let counters = tokio::spawn(counters::run(
         config.rules.clone(),
@@ -192,11 +223,15 @@ pub async fn run(
         event_rx,
         alert_tx,
         clock,
+        hub.counters.clone(),
     ));
     let notify_cfg = Arc::new(config.notify.clone());
+    let history = notify::new_history(&notify_cfg);
+    *hub.history.lock().unwrap_or_else(|e| e.into_inner()) = Some(history.clone());
     let notify = tokio::spawn(notify::run(
         NotifySetup {
-            history: notify::new_history(&notify_cfg),
+            history,
+            status: Some(hub.notify.clone()),
             cfg: notify_cfg,
             state_dir: config.state_dir.clone(),
             stdout: opts
@@ -235,6 +270,11 @@ pub async fn run(
         })
     })
     .await;
+    http_cancel.cancel();
+    if let Some(h) = http {
+        // A listener that panicked changes nothing about the drain's result.
+        let _ = h.await;
+    }
     let report = match drained {
         Ok(r) => r?,
         Err(_) => anyhow::bail!("the pipeline did not drain within {grace:?}"),
@@ -253,6 +293,7 @@ pub async fn classify_stage(
     mut events_out: Option<Box<dyn Write + Send>>,
     clock: Clock,
     guard: BackfillGuard,
+    status: watch::Sender<ClassifyStats>,
 ) -> ClassifyStats {
     let mut tick = tokio::time::interval(CLASSIFY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,6 +318,7 @@ pub async fn classify_stage(
             },
             _ = tick.tick() => {
                 classifier.tick(clock.now(), &mut out);
+                status.send_replace(classifier.stats.clone());
                 true
             }
         };
@@ -304,7 +346,57 @@ pub async fn classify_stage(
             break;
         }
     }
+    status.send_replace(classifier.stats.clone());
     classifier.stats.clone()
+}
+
+/// What `config` watches, for `/status` and `/health`.
+pub fn layout_of(config: &Config) -> Layout {
+    let mut sources: Vec<(String, String)> = config
+        .sources
+        .iter()
+        .map(|s| {
+            let input = match &s.input {
+                SourceInput::Stdin => "stdin".to_string(),
+                SourceInput::Files { glob } => glob.clone(),
+            };
+            (s.name.to_string(), input)
+        })
+        .collect();
+    if sources.is_empty() && config.queues.is_empty() {
+        sources.push(("stdin".into(), "stdin".into()));
+    }
+    Layout {
+        sources,
+        queues: config
+            .queues
+            .iter()
+            .map(|q| QueueLayout {
+                name: q.name.to_string(),
+                url: q.redacted_url(),
+                interval: q.interval,
+                timeout: q.timeout,
+            })
+            .collect(),
+        rules: config
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.name.to_string(),
+                    r.type_name().to_string(),
+                    r.severity.as_str().to_string(),
+                )
+            })
+            .collect(),
+        receivers: config
+            .notify
+            .receivers
+            .iter()
+            .map(|r| r.name.clone())
+            .collect(),
+        config_file: config.file.as_ref().map(|f| f.display().to_string()),
+    }
 }
 
 /// Lines per (source, labels) of one batch: one entry per source, not per line.

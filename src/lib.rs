@@ -33,6 +33,7 @@ pub mod config;
 pub mod counters;
 pub mod event;
 pub mod notify;
+pub mod ops;
 pub mod queues;
 pub mod records;
 pub mod replay;

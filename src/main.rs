@@ -98,6 +98,13 @@ struct RunArgs {
     /// Read files without a checkpoint from their beginning instead of their end.
     #[arg(long)]
     from_beginning: bool,
+    /// Serve /metrics, /health, /status and the dashboard on ADDR (overrides `[http] listen`;
+    /// default 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    listen: Option<std::net::SocketAddr>,
+    /// Do not start the HTTP listener.
+    #[arg(long)]
+    no_http: bool,
     /// Files or globs to tail, in addition to the config's sources.
     #[arg(value_name = "PATH")]
     paths: Vec<String>,
@@ -263,6 +270,12 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.state_dir {
         config.state_dir = Some(dir);
+    }
+    if args.listen.is_some() {
+        config.http_listen = args.listen;
+    }
+    if args.no_http {
+        config.http_listen = None;
     }
     if let Some(f) = args.format {
         let format = match f {

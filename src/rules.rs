@@ -187,7 +187,8 @@ impl RuleSpec {
         }
     }
 
-    fn type_name(&self) -> &'static str {
+    /// The rule's `type` as written in TOML (`count`, `ratio`, …).
+    pub fn type_name(&self) -> &'static str {
         match self.kind {
             RuleKind::Count { .. } => "count",
             RuleKind::Ratio { .. } => "ratio",

@@ -129,6 +129,8 @@ pub struct NotifySetup {
     pub clock: Clock,
     /// Drain deadline.
     pub grace: Duration,
+    /// Where the held groups are published for `/status` (once per loop).
+    pub status: Option<tokio::sync::watch::Sender<crate::ops::NotifySnapshot>>,
 }
 
 /// A fresh shared history for `cfg`.
@@ -146,6 +148,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         history,
         clock,
         grace,
+        status,
     } = setup;
     let mut d = Dispatcher::new(cfg.clone());
     if let Some(dir) = &state_dir {
@@ -232,6 +235,9 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         };
         let t = d.tick(clock.now(), !open);
         dirty |= dispatch(t, &outboxes, &history, &mut stats);
+        if let Some(s) = &status {
+            s.send_replace(snapshot(&d.notifier));
+        }
         if let Some(dir) = &state_dir {
             let hist_dirty = history.lock().expect("history lock").dirty;
             if (dirty || hist_dirty) && (last_save.elapsed() >= Duration::from_secs(1) || !open) {
@@ -322,6 +328,33 @@ fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory) {
     if let Err(e) = state::save(dir, &snap) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot save notification state");
     }
+}
+
+/// The groups `n` holds, for `/status`.
+fn snapshot(n: &Notifier) -> crate::ops::NotifySnapshot {
+    let cfg = n.config();
+    let mut groups: Vec<crate::ops::PendingGroup> = n
+        .groups()
+        .iter()
+        .filter(|(_, g)| !g.members.is_empty())
+        .map(|((r, labels), g)| crate::ops::PendingGroup {
+            receiver: cfg
+                .receivers
+                .get(*r)
+                .map(|rc| rc.name.clone())
+                .unwrap_or_default(),
+            labels: labels.clone(),
+            alerts: g
+                .members
+                .keys()
+                .map(|(rule, l)| format!("{rule}{l}"))
+                .collect(),
+            unsent: g.members.values().filter(|m| m.pending.is_some()).count(),
+            next_flush: g.next_flush,
+        })
+        .collect();
+    groups.sort_by(|a, b| (&a.receiver, &a.labels).cmp(&(&b.receiver, &b.labels)));
+    crate::ops::NotifySnapshot { groups }
 }
 
 /// A writer that always fails: stands in for a receiver that could not be set up.

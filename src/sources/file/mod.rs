@@ -190,6 +190,7 @@ pub async fn run_with_stats(
     let mut next_ckpt = Instant::now() + cfg.checkpoint_interval;
     let mut pending: Option<(Instant, Vec<Checkpoint>)> = None;
     let mut saved: Vec<Checkpoint> = Vec::new();
+    let mut writes = 0u64;
     loop {
         let stopping = cancel.is_cancelled();
         let t = Instant::now();
@@ -211,7 +212,7 @@ pub async fn run_with_stats(
         core = c;
         if !send_batches(&tx, lines).await {
             // Downstream gone: shutting down.
-            log_stopped(&stats_of(&core, &dirs));
+            log_stopped(&stats_of(&core, &dirs, writes));
             return Ok(());
         }
         if full {
@@ -221,7 +222,7 @@ pub async fn run_with_stats(
                 rescan.store(true, Ordering::SeqCst);
             }
             if let Some(s) = &stats {
-                s.send_replace(stats_of(&core, &dirs));
+                s.send_replace(stats_of(&core, &dirs, writes));
             }
         }
         if stopping {
@@ -233,7 +234,7 @@ pub async fn run_with_stats(
                 && tx.capacity() == tx.max_capacity();
             if ready {
                 if let Some((_, cps)) = pending.take() {
-                    save(store, &cps, &mut saved).await;
+                    writes += save(store, &cps, &mut saved).await;
                 }
             }
             if pending.is_none() && t >= next_ckpt {
@@ -256,18 +257,23 @@ pub async fn run_with_stats(
         }
     }
     if let Some(store) = &store {
-        save(store, &core.checkpoints(), &mut saved).await;
+        writes += save(store, &core.checkpoints(), &mut saved).await;
     }
-    log_stopped(&stats_of(&core, &dirs));
+    let last = stats_of(&core, &dirs, writes);
+    log_stopped(&last);
+    if let Some(s) = &stats {
+        s.send_replace(last);
+    }
     Ok(())
 }
 
 /// The core's counters plus the watcher's.
-fn stats_of(core: &Tailer, dirs: &DirWatcher) -> TailerStats {
+fn stats_of(core: &Tailer, dirs: &DirWatcher, checkpoint_writes: u64) -> TailerStats {
     TailerStats {
         watched_dirs: dirs.watched.len(),
         unwatched_dirs: dirs.unwatched,
         watch_errors: dirs.errors,
+        checkpoint_writes,
         ..core.stats()
     }
 }
@@ -306,19 +312,24 @@ async fn send_batches(tx: &mpsc::Sender<Vec<Line>>, mut lines: Vec<Line>) -> boo
     true
 }
 
-async fn save(store: &Arc<CheckpointStore>, cps: &[Checkpoint], last: &mut Vec<Checkpoint>) {
+/// Writes `cps` unless they equal the last written ones; returns the number of files written.
+async fn save(store: &Arc<CheckpointStore>, cps: &[Checkpoint], last: &mut Vec<Checkpoint>) -> u64 {
     if cps == last.as_slice() {
-        return;
+        return 0;
     }
     let (s, v) = (store.clone(), cps.to_vec());
     let res = tokio::task::spawn_blocking(move || s.save(&v)).await;
     match res {
-        Ok(Ok(())) => *last = cps.to_vec(),
+        Ok(Ok(())) => {
+            *last = cps.to_vec();
+            return 1;
+        }
         Ok(Err(e)) => {
             tracing::warn!(file = %store.path().display(), error = %e, "cannot write checkpoints")
         }
         Err(e) => tracing::warn!(error = %e, "checkpoint writer panicked"),
     }
+    0
 }
 
 /// Watches directories (never files: a file watch follows the inode after a rename) and turns
