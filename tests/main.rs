@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod corpus;
 mod notify;
+mod ops;
 mod queues;
 mod tail;
 mod tail_hostile;

@@ -183,7 +183,9 @@ pub fn render(hub: &Hub) -> String {
     }
     h.push_str("<h2>Last hour</h2>");
     h.push_str(&chart("chart-errors", "errors per minute", &errors));
-    h.push_str(&chart("chart-depth", "queue depth (all queues)", &depth));
+    if st["queues"].as_array().is_some_and(|q| !q.is_empty()) {
+        h.push_str(&chart("chart-depth", "queue depth (all queues)", &depth));
+    }
 
     // Sources.
     h.push_str(r#"<h2>Sources</h2><div class="cards">"#);

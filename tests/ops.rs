@@ -1,0 +1,652 @@
+//! Operating the daemon, end to end: the real binary tailing a file in a temp dir, a real
+//! `redis-server`, real HTTP over loopback. `/metrics` is checked by `promtool` (Debian
+//! package `prometheus`) and the dashboard by a real headless Chromium (Debian `chromium`);
+//! `scripts/test` installs both when missing, so their absence is a failure, not a skip.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{bin, free_port, RedisServer};
+
+const SLACK_SECRET: &str = "T0OPS/B0OPS/xoxOPSWEBHOOKSECRET";
+
+const LOG: &str = "\
+2026-11-23 10:00:00,000 INFO worker-1 Task jobs.fetch[a1] succeeded in 0.5s
+2026-11-23 10:00:01,000 INFO worker-1 Task jobs.fetch[a2] succeeded in 0.4s
+2026-11-23 10:00:02,000 ERROR worker-1 Task jobs.fetch[a3] raised unexpected: ConnectionError('reset')
+2026-11-23 10:00:03,000 INFO worker-1 nothing to see here
+2026-11-23 10:00:04,000 ERROR worker-1 Task jobs.fetch[a4] raised unexpected: ConnectionError('reset')
+";
+
+/// A daemon with its stdout and stderr in files; killed by pid on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, cfg: &Path, env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config", cfg.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let d = Daemon {
+            child: cmd.spawn().unwrap(),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        wait_for("the http listener", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        d
+    }
+
+    fn get(&self, path: &str) -> Resp {
+        get(self.port, path, None)
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.get("/status").body).expect("/status is JSON")
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not exit within {limit:?}\n{}", self.stderr());
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // already gone is fine
+        let _ = self.child.wait();
+    }
+}
+
+struct Resp {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+/// One HTTP/1.1 GET over loopback (`Connection: close`, read to the end).
+fn get(port: u16, path: &str, accept: Option<&str>) -> Resp {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Resp {
+        status,
+        content_type,
+        body: body.to_string(),
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// A webhook endpoint on loopback that answers 200 and records request bodies.
+struct Hook {
+    port: u16,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
+        let b2 = bodies.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { return };
+                let b = b2.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    let mut w = conn;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut len = 0usize;
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if h == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        b.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&body).into_owned());
+                        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if w.write_all(ok.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Hook { port, bodies }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+/// Writes `logs/w1.log` and a config tailing it from the beginning, with an error-count rule
+/// and `extra` appended.
+fn setup(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::write(dir.join("logs/w1.log"), LOG).unwrap();
+    let cfg = dir.join("logwarden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+state_dir = "{state}"
+default_rules = false
+shutdown_grace = "20s"
+
+[[source]]
+name = "workers"
+path = "{logs}/*.log"
+start_at = "beginning"
+labels = {{ worker = "{{stem}}" }}
+
+[[rule]]
+name = "errors"
+type = "count"
+kinds = ["error"]
+window = "5m"
+threshold = 1
+severity = "warning"
+group_by = ["worker"]
+{extra}
+"#,
+            state = dir.join("state").display(),
+            logs = dir.join("logs").display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn lines_read(st: &Value) -> u64 {
+    st["totals"]["lines"].as_u64().unwrap_or(0)
+}
+
+fn promtool() -> PathBuf {
+    ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("promtool is not installed (apt-get install -y prometheus)")
+}
+
+#[test]
+fn ops_metrics_pass_promtool_and_status_holds_the_numbers_without_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start();
+    redis.cmd(&["RPUSH", "jobs:q", "a", "b", "c"]);
+    let cfg = setup(
+        tmp.path(),
+        &format!(
+            r#"
+[[queue]]
+name = "jobs"
+url = "{url}"
+interval = "200ms"
+keys = ["jobs:q"]
+
+[[receiver]]
+name = "team-slack"
+type = "slack"
+url_env = "OPS_TEST_SLACK_URL"
+"#,
+            url = redis.url()
+        ),
+    );
+    // The slack "webhook" is a dead loopback port whose URL carries the secret.
+    let slack = format!("http://127.0.0.1:1/services/{SLACK_SECRET}");
+    let d = Daemon::start(tmp.path(), &cfg, &[("OPS_TEST_SLACK_URL", &slack)]);
+    wait_for(
+        "all lines, a poll and the alert",
+        Duration::from_secs(30),
+        || {
+            let st = d.status();
+            lines_read(&st) == 5
+                && st["totals"]["events"] == 4
+                && st["queues"][0]["up"] == true
+                && st["alerts"].as_array().is_some_and(|a| !a.is_empty())
+        },
+    );
+
+    // /metrics, classic text: promtool's linter is happy with the real output.
+    let m = d.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        m.content_type
+    );
+    let mut check = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(m.body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- metrics ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        m.body
+    );
+    for want in [
+        r#"logwarden_lines_read_total{source="workers"} 5"#,
+        r#"logwarden_events_total{kind="error",source="workers",task="jobs.fetch",worker="w1"} 2"#,
+        r#"logwarden_unmatched_lines_total 1"#,
+        r#"logwarden_redis_up{source="jobs"} 1"#,
+        r#"logwarden_queue_depth{source="jobs",key="jobs:q",part="waiting",queue="jobs:q"} 3"#,
+        r#"logwarden_alerts{rule="errors",alertstate="firing",severity="warning",worker="w1"} 1"#,
+        r#"logwarden_rule_alerts_firing{rule="errors"} 1"#,
+        r#"logwarden_notifications_total{receiver="team-slack",outcome="sent"} 0"#,
+    ] {
+        let found = m
+            .body
+            .lines()
+            .any(|l| l.replace("{}", "").replace(".0", "") == want);
+        assert!(found, "missing {want}\n{}", m.body);
+    }
+    assert!(
+        m.body.contains("logwarden_file_rotations_total{"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body.contains("logwarden_queue_poll_duration_seconds{"),
+        "{}",
+        m.body
+    );
+
+    // OpenMetrics when asked for, as Prometheus does.
+    let om = get(
+        d.port,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
+    assert_eq!(
+        om.content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(om.body.ends_with("# EOF\n"));
+    assert!(om.body.contains("# TYPE logwarden_lines_read counter"));
+
+    // /status: sources with path, inode, offset and lag; windows; alerts; receivers.
+    let st = d.status();
+    let file = &st["sources"][0]["files"][0];
+    let log = tmp.path().join("logs/w1.log");
+    let md = std::fs::metadata(&log).unwrap();
+    assert_eq!(st["sources"][0]["name"], "workers");
+    assert_eq!(st["sources"][0]["alive"], true);
+    assert_eq!(file["path"], log.display().to_string());
+    assert_eq!(file["inode"], md.ino());
+    assert_eq!(file["offset"], md.len());
+    assert_eq!(file["lag"], 0);
+    assert_eq!(st["sources"][0]["events"]["error"]["total"], 2);
+    assert_eq!(st["kinds"]["error"]["total"], 2);
+    assert_eq!(st["totals"]["unmatched"], 1);
+    assert!(!st["windows"].as_array().unwrap().is_empty());
+    assert_eq!(st["alerts"][0]["rule"], "errors");
+    assert_eq!(st["alerts"][0]["state"], "firing");
+    assert!(st["alerts"][0]["since"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(st["queues"][0]["depth"], 3.0);
+    assert_eq!(st["receivers"][0]["name"], "team-slack");
+    assert_eq!(st["health"]["ok"], true);
+
+    // The secret is in none of the pages.
+    wait_for("the slack attempt to fail", Duration::from_secs(30), || {
+        d.status()["receivers"][0]["failed"].as_u64() > Some(0)
+            || d.status()["notifications"]
+                .as_array()
+                .is_some_and(|n| !n.is_empty())
+    });
+    for path in ["/status", "/metrics", "/", "/health"] {
+        let body = d.get(path).body;
+        for secret in [SLACK_SECRET, "xoxOPSWEBHOOKSECRET", "B0OPS"] {
+            assert!(!body.contains(secret), "{path} leaks {secret}:\n{body}");
+        }
+    }
+}
+
+#[test]
+fn ops_health_is_503_with_the_reason_while_redis_is_down_and_200_again_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start();
+    let cfg = setup(
+        tmp.path(),
+        &format!(
+            r#"
+[[queue]]
+name = "jobs"
+url = "{url}"
+interval = "200ms"
+timeout = "200ms"
+keys = ["jobs:q"]
+"#,
+            url = redis.url()
+        ),
+    );
+    let d = Daemon::start(tmp.path(), &cfg, &[]);
+    wait_for(
+        "a good poll and /health 200",
+        Duration::from_secs(20),
+        || d.status()["queues"][0]["up"] == true && d.get("/health").status == 200,
+    );
+    redis.stop();
+    let mut last = String::new();
+    wait_for("/health 503", Duration::from_secs(20), || {
+        let r = d.get("/health");
+        last = r.body;
+        r.status == 503
+    });
+    let h: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(h["status"], "unhealthy");
+    let reason = h["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.starts_with("queue \"jobs\"") && reason.contains("last good poll"),
+        "{reason}"
+    );
+    assert_eq!(d.status()["queues"][0]["up"], false);
+    redis.restart();
+    wait_for("/health 200 again", Duration::from_secs(20), || {
+        d.get("/health").status == 200
+    });
+}
+
+/// Reads `data-value` of the first element whose attributes contain `key` in a dumped DOM.
+fn dom_value(dom: &str, key: &str) -> f64 {
+    let at = dom
+        .find(key)
+        .unwrap_or_else(|| panic!("{key} not on the page"));
+    let rest = &dom[at..];
+    let v = rest
+        .split("data-value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("{key} has no data-value"));
+    v.parse().unwrap_or_else(|_| panic!("{key}: {v:?}"))
+}
+
+fn chromium() -> PathBuf {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("chromium is not installed (apt-get install -y chromium)")
+}
+
+/// Runs headless Chromium with `args`, bounded by a deadline.
+fn run_chromium(args: &[String], out: &Path) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn ops_dashboard_in_a_real_browser_shows_what_status_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = setup(tmp.path(), "");
+    let d = Daemon::start(tmp.path(), &cfg, &[]);
+    // Wait until everything is read and counted: then the numbers stand still.
+    wait_for("all lines counted", Duration::from_secs(30), || {
+        let st = d.status();
+        lines_read(&st) == 5 && st["sources"][0]["lines"] == 5 && st["totals"]["events"] == 4
+    });
+    let url = format!("http://127.0.0.1:{}/", d.port);
+    let dom_file = tmp.path().join("dom.html");
+    let out = run_chromium(
+        &[
+            "--virtual-time-budget=3000".into(),
+            "--dump-dom".into(),
+            url.clone(),
+        ],
+        &dom_file,
+    );
+    let dom = std::fs::read_to_string(&dom_file).unwrap();
+    assert!(
+        dom.contains("id=\"total-lines\""),
+        "chromium did not render the page ({}):\n{dom}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = d.status();
+    let n = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    assert_eq!(
+        dom_value(&dom, "id=\"total-lines\""),
+        n(&st["totals"]["lines"])
+    );
+    assert_eq!(
+        dom_value(&dom, "id=\"total-events\""),
+        n(&st["totals"]["events"])
+    );
+    assert_eq!(
+        dom_value(&dom, "id=\"total-errors\""),
+        n(&st["totals"]["errors"])
+    );
+    assert_eq!(
+        dom_value(&dom, "id=\"total-unmatched\""),
+        n(&st["totals"]["unmatched"])
+    );
+    for (kind, v) in st["kinds"].as_object().unwrap() {
+        assert_eq!(
+            dom_value(&dom, &format!("data-kind=\"{kind}\"")),
+            n(&v["total"]),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        dom_value(&dom, "data-source-lines=\"workers\""),
+        n(&st["sources"][0]["lines"])
+    );
+    assert_eq!(
+        dom_value(&dom, "data-source-kind=\"workers/error\""),
+        n(&st["sources"][0]["events"]["error"]["total"])
+    );
+    // The firing alert is listed, and the charts are drawn.
+    assert!(
+        dom.contains(r#"data-rule="errors" data-state="firing""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"id="chart-errors""#) && dom.contains("<polyline"),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"http-equiv="refresh""#));
+
+    let artifacts = crate::common::repo("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let png = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&png); // a stale one must not pass
+    run_chromium(
+        &[
+            "--window-size=1280,1400".into(),
+            format!("--screenshot={}", png.display()),
+            url,
+        ],
+        &tmp.path().join("shot.log"),
+    );
+    let bytes = std::fs::read(&png).expect("chromium wrote no screenshot");
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+}
+
+#[test]
+fn ops_sigterm_flushes_a_pending_notification_and_writes_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hook = Hook::start();
+    let cfg = setup(
+        tmp.path(),
+        &format!(
+            r#"
+[[receiver]]
+name = "hook"
+type = "webhook"
+url = "{url}"
+
+[[route]]
+receivers = ["hook"]
+group_wait = "1h"
+"#,
+            url = hook.url()
+        ),
+    );
+    let mut d = Daemon::start(tmp.path(), &cfg, &[]);
+    wait_for(
+        "the alert held by group_wait",
+        Duration::from_secs(30),
+        || {
+            d.status()["pending_groups"]
+                .as_array()
+                .is_some_and(|g| !g.is_empty())
+        },
+    );
+    assert!(hook.bodies().is_empty(), "sent before group_wait");
+    let ckpt = tmp.path().join("state/checkpoints.json");
+    let _ = std::fs::remove_file(&ckpt); // only the drain may write it now
+    d.signal(libc::SIGTERM);
+    let code = d.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{}", d.stderr());
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert!(bodies[0].contains("errors"), "{}", bodies[0]);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&ckpt).expect("checkpoint written"))
+        .expect("checkpoint is JSON");
+    assert_eq!(saved["files"][0]["offset"], LOG.len() as u64);
+    let history = std::fs::read_to_string(tmp.path().join("state/notify-state.json")).unwrap();
+    assert!(history.contains("\"sent\""), "{history}");
+}
+
+#[test]
+fn ops_help_and_version_are_worth_reading() {
+    let v = Command::new(bin()).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("logwarden {}", env!("CARGO_PKG_VERSION"))
+    );
+    let h = Command::new(bin())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let h = String::from_utf8_lossy(&h.stdout);
+    for flag in ["--listen <ADDR>", "--no-http", "--config", "--state-dir"] {
+        assert!(h.contains(flag), "{flag} missing from run --help:\n{h}");
+    }
+}
