@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,9 +32,14 @@ use crate::sources;
 /// How often the classify stage checks for idle records and closed fold windows.
 const CLASSIFY_TICK: Duration = Duration::from_millis(200);
 
+/// Re-reads the config for a reload (the file, plus the command line's overrides).
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
 /// Options of `logwarden run` beyond the config file.
 #[derive(Default)]
 pub struct RunOptions {
+    /// How to re-read the config on SIGHUP (`None`: SIGHUP keeps its default action).
+    pub reload: Option<Reload>,
     /// Where to write every event as a JSON line.
     pub events: Option<Box<dyn Write + Send>>,
     /// Where stdout receivers write (default: the process's stdout).
@@ -105,7 +111,8 @@ impl RunReport {
 }
 
 /// Runs the daemon until the sources end (stdin EOF) or `shutdown` completes, then drains
-/// within `config.shutdown_grace`.
+/// within `config.shutdown_grace`. With [`RunOptions::reload`], SIGHUP reloads the config
+/// (see [`Pipeline::reload`]).
 pub async fn run(
     config: Config,
     opts: RunOptions,
@@ -136,6 +143,7 @@ pub async fn run(
     let (line_tx, line_rx) = mpsc::channel::<Vec<Line>>(cap);
     let (event_tx, event_rx) = mpsc::channel::<CounterInput>(cap);
     let (alert_tx, alert_rx) = mpsc::channel(cap.max(256));
+    let (classifier_tx, classifier_rx) = mpsc::channel::<Classifier>(1);
 
     let mut srcs: Vec<SourceConfig> = config.sources.clone();
     // Stdin by default, unless the config only watches queues: such a daemon runs until a
@@ -144,20 +152,12 @@ pub async fn run(
         srcs.push(SourceConfig::stdin());
     }
     let has_sources = !srcs.is_empty();
-    let mut classifier = Classifier::new(
-        config.patterns.clone(),
-        config.records,
-        config.max_label_values,
-    );
-    for s in &srcs {
-        if !s.multiline {
-            classifier.single_line(s.name.clone());
-        }
-    }
+    let classifier = classifier_for(&config, &srcs);
 
-    let (stdin_srcs, file_srcs): (Vec<_>, Vec<_>) = srcs
+    let stdin_srcs: Vec<SourceConfig> = srcs
         .into_iter()
-        .partition(|s| s.input == SourceInput::Stdin);
+        .filter(|s| s.input == SourceInput::Stdin)
+        .collect();
     let failed = CancellationToken::new();
     for src in stdin_srcs {
         let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
@@ -171,61 +171,46 @@ pub async fn run(
             hub.set_alive([&*name], false);
         });
     }
-    if !file_srcs.is_empty() {
-        let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
-        let (tailer, state_dir) = (config.tailer.clone(), config.state_dir.clone());
-        let hub = hub.clone();
-        let names: Vec<Arc<str>> = file_srcs.iter().map(|s| s.name.clone()).collect();
-        hub.set_alive(names.iter().map(|n| &**n), true);
-        tasks.spawn(async move {
-            let stats = Some(hub.tailer.clone());
-            if let Err(e) = sources::file::run_with_stats(
-                file_srcs, tailer, state_dir, tx, cancel, clock, stats,
-            )
-            .await
-            {
-                tracing::error!(error = %e, "file sources failed");
-                failed.cancel();
-            }
-            hub.set_alive(names.iter().map(|n| &**n), false);
-        });
-    }
-    drop(line_tx); // The sources hold the only senders: classify ends when the last one stops.
+    let mut pipeline = Pipeline {
+        config,
+        hub: hub.clone(),
+        clock,
+        tasks: tasks.clone(),
+        cancel: cancel.clone(),
+        failed: failed.clone(),
+        line_tx,
+        event_tx,
+        classifier_tx,
+        files: None,
+        pollers: Vec::new(),
+        queues: Vec::new(),
+    };
+    pipeline.start_files(None);
+    pipeline.start_pollers(&[]);
+    tasks.close();
 
-    let guard = BackfillGuard::new(&config);
-    // Pollers are edge tasks like the sources, but outside `tasks`: they never end on their
-    // own, and the end of the sources (stdin EOF) must still drain the daemon.
-    let pollers: Vec<_> = config
-        .queues
-        .iter()
-        .map(|q| {
-            tokio::spawn(crate::queues::run(
-                q.clone(),
-                event_tx.clone(),
-                cancel.clone(),
-                clock,
-                hub.clone(),
-            ))
-        })
-        .collect();
+    let guard = BackfillGuard::new(&pipeline.config);
     let classify = tokio::spawn(classify_stage(
         classifier,
         line_rx,
-        event_tx,
+        pipeline.event_tx.clone(),
         opts.events,
         clock,
         guard,
-        hub.classify.clone(),
+        ClassifyControl {
+            status: hub.classify.clone(),
+            reload: classifier_rx,
+        },
     ));
     let counters = tokio::spawn(counters::run(
-        config.rules.clone(),
-        config.max_series,
+        pipeline.config.rules.clone(),
+        pipeline.config.max_series,
         event_rx,
         alert_tx,
         clock,
         hub.counters.clone(),
     ));
-    let notify_cfg = Arc::new(config.notify.clone());
+    let notify_cfg = Arc::new(pipeline.config.notify.clone());
     let history = notify::new_history(&notify_cfg);
     *hub.history.lock().unwrap_or_else(|e| e.into_inner()) = Some(history.clone());
     let notify = tokio::spawn(notify::run(
@@ -233,32 +218,88 @@ pub async fn run(
             history,
             status: Some(hub.notify.clone()),
             cfg: notify_cfg,
-            state_dir: config.state_dir.clone(),
+            state_dir: pipeline.config.state_dir.clone(),
             stdout: opts
                 .stdout
                 .unwrap_or_else(|| Box::new(|| Box::new(std::io::stdout()))),
             clock,
-            grace: config.shutdown_grace,
+            grace: pipeline.config.shutdown_grace,
         },
         alert_rx,
     ));
-    tasks.close();
 
+    let mut hup = match opts
+        .reload
+        .as_ref()
+        .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
+    {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload disabled");
+            None
+        }
+        None => None,
+    };
     let sources_done = tasks.wait();
     tokio::pin!(sources_done);
-    tokio::select! {
-        () = &mut sources_done, if has_sources => tracing::debug!("all sources ended"),
-        () = shutdown => tracing::info!("shutdown requested, draining pipeline"),
-        () = failed.cancelled() => tracing::warn!("a source failed, draining pipeline"),
+    tokio::pin!(shutdown);
+    loop {
+        let hup_recv = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut sources_done, if has_sources => {
+                tracing::debug!("all sources ended");
+                break;
+            }
+            () = &mut shutdown => {
+                tracing::info!("shutdown requested, draining pipeline");
+                break;
+            }
+            () = failed.cancelled() => {
+                tracing::warn!("a source failed, draining pipeline");
+                break;
+            }
+            _ = hup_recv => {
+                if let Some(reload) = opts.reload.as_ref() {
+                    tracing::info!(signal = "SIGHUP", "reloading config");
+                    match reload() {
+                        Ok(new) => pipeline.reload(new).await,
+                        Err(e) => {
+                            hub.reload_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(error = %format!("{e:#}"), "config reload rejected; the old config keeps running");
+                        }
+                    }
+                }
+            }
+        }
     }
     cancel.cancel();
-    let grace = config.shutdown_grace;
+    let grace = pipeline.config.shutdown_grace;
+    let Pipeline {
+        files,
+        pollers,
+        line_tx,
+        event_tx,
+        classifier_tx,
+        queues: mut reports,
+        ..
+    } = pipeline;
+    // Our own senders: classify ends when the sources' are gone, counters when classify's
+    // and the pollers' are.
+    drop((line_tx, event_tx, classifier_tx));
     let drained = tokio::time::timeout(grace, async {
+        if let Some((_, h, _)) = files {
+            // Its outcome was logged (and `failed` set) by the task itself.
+            let _ = h.await;
+        }
         sources_done.await;
         let classify = classify.await.context("classify stage panicked")?;
-        let mut queues = Vec::new();
         for p in pollers {
-            queues.push(p.await.context("queue poller panicked")?);
+            reports.push(p.handle.await.context("queue poller panicked")?);
         }
         let counters = counters.await.context("counters stage panicked")?;
         let notify = notify.await.context("notify stage panicked")?;
@@ -266,7 +307,7 @@ pub async fn run(
             classify,
             counters,
             notify,
-            queues,
+            queues: reports,
         })
     })
     .await;
@@ -285,6 +326,254 @@ pub async fn run(
     Ok(report)
 }
 
+/// The classifier for `config` and its sources.
+fn classifier_for(config: &Config, srcs: &[SourceConfig]) -> Classifier {
+    let mut classifier = Classifier::new(
+        config.patterns.clone(),
+        config.records,
+        config.max_label_values,
+    );
+    for s in srcs {
+        if !s.multiline {
+            classifier.single_line(s.name.clone());
+        }
+    }
+    classifier
+}
+
+type FileTask = tokio::task::JoinHandle<Vec<sources::file::Checkpoint>>;
+
+/// One running queue poller.
+struct PollerTask {
+    name: Arc<str>,
+    /// Its config as text: a reload restarts the poller only when this changed.
+    fingerprint: String,
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<crate::queues::poller::PollerReport>,
+}
+
+/// The restartable part of the running daemon: file sources and queue pollers, plus the
+/// senders a reload uses to hand new patterns to classify and new rules to counters.
+/// Classify, counters and notify keep running across reloads, so windows, alert state and
+/// pending notifications are never rebuilt from scratch.
+struct Pipeline {
+    config: Config,
+    hub: Arc<Hub>,
+    clock: Clock,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    failed: CancellationToken,
+    line_tx: mpsc::Sender<Vec<Line>>,
+    event_tx: mpsc::Sender<CounterInput>,
+    classifier_tx: mpsc::Sender<Classifier>,
+    /// The file tailer: its cancel token, its task (returning its last checkpoints) and the
+    /// config it runs with (as text).
+    files: Option<(CancellationToken, FileTask, String)>,
+    pollers: Vec<PollerTask>,
+    /// Reports of pollers stopped by reloads.
+    queues: Vec<crate::queues::poller::PollerReport>,
+}
+
+impl Pipeline {
+    fn file_sources(&self) -> Vec<SourceConfig> {
+        self.config
+            .sources
+            .iter()
+            .filter(|s| s.input != SourceInput::Stdin)
+            .cloned()
+            .collect()
+    }
+
+    fn files_fingerprint(&self) -> String {
+        format!(
+            "{:?} {:?} {:?}",
+            self.file_sources(),
+            self.config.tailer,
+            self.config.state_dir
+        )
+    }
+
+    /// Starts the file tailer for the current config, resuming from `resume` when given.
+    fn start_files(&mut self, resume: Option<Vec<sources::file::Checkpoint>>) {
+        let file_srcs = self.file_sources();
+        if file_srcs.is_empty() {
+            return;
+        }
+        let (tx, failed) = (self.line_tx.clone(), self.failed.clone());
+        let cancel = self.cancel.child_token();
+        let (tailer, state_dir) = (self.config.tailer.clone(), self.config.state_dir.clone());
+        let (hub, clock) = (self.hub.clone(), self.clock);
+        let names: Vec<Arc<str>> = file_srcs.iter().map(|s| s.name.clone()).collect();
+        hub.set_alive(names.iter().map(|n| &**n), true);
+        let c2 = cancel.clone();
+        let handle = self.tasks.spawn(async move {
+            let stats = Some(hub.tailer.clone());
+            let res = sources::file::run_resuming(
+                file_srcs, tailer, state_dir, tx, c2, clock, stats, resume,
+            )
+            .await;
+            hub.set_alive(names.iter().map(|n| &**n), false);
+            match res {
+                Ok(cps) => cps,
+                Err(e) => {
+                    tracing::error!(error = %e, "file sources failed");
+                    failed.cancel();
+                    Vec::new()
+                }
+            }
+        });
+        self.files = Some((cancel, handle, self.files_fingerprint()));
+    }
+
+    /// Starts a poller for every `[[queue]]` of the current config not in `running`.
+    fn start_pollers(&mut self, running: &[String]) {
+        for q in &self.config.queues {
+            let fingerprint = format!("{q:?}");
+            if running.contains(&fingerprint) {
+                continue;
+            }
+            let cancel = self.cancel.child_token();
+            let handle = tokio::spawn(crate::queues::run(
+                q.clone(),
+                self.event_tx.clone(),
+                cancel.clone(),
+                self.clock,
+                self.hub.clone(),
+            ));
+            self.pollers.push(PollerTask {
+                name: q.name.clone(),
+                fingerprint,
+                cancel,
+                handle,
+            });
+        }
+    }
+
+    /// Applies a new, valid config: new patterns go to classify (open records of the old
+    /// classifier are flushed first), new rules to counters (unchanged rules keep their
+    /// windows and alert state), the file tailer restarts when its sources changed (from
+    /// the old tailer's last checkpoints, so it resumes exactly), and pollers restart when
+    /// their `[[queue]]` changed. Receivers, routes, stdin, `[http]` and the channel sizes
+    /// keep their start-up values until a restart (logged when they differ).
+    async fn reload(&mut self, new: Config) {
+        let old = std::mem::replace(&mut self.config, new);
+        let mut needs_restart = Vec::new();
+        if format!("{:?}", old.notify) != format!("{:?}", self.config.notify) {
+            needs_restart.push("receivers, routes and [notify]");
+        }
+        if old.http_listen != self.config.http_listen {
+            needs_restart.push("[http]");
+        }
+        if old.channel_capacity != self.config.channel_capacity
+            || old.shutdown_grace != self.config.shutdown_grace
+        {
+            needs_restart.push("limits.channel_capacity and shutdown_grace");
+        }
+        let stdin = |c: &Config| c.sources.iter().any(|s| s.input == SourceInput::Stdin);
+        if stdin(&old) != stdin(&self.config) {
+            needs_restart.push("stdin sources");
+        }
+        if !needs_restart.is_empty() {
+            tracing::warn!(
+                settings = needs_restart.join(", "),
+                "these settings changed and take effect on restart only"
+            );
+        }
+        let srcs: Vec<SourceConfig> = self.config.sources.clone();
+        // A closed channel means classify or counters is gone: we are draining anyway.
+        let _ = self
+            .classifier_tx
+            .send(classifier_for(&self.config, &srcs))
+            .await;
+        let _ = self
+            .event_tx
+            .send(CounterInput::Reload {
+                rules: self.config.rules.clone(),
+                max_series: self.config.max_series,
+            })
+            .await;
+
+        if self.files.as_ref().map(|f| f.2.as_str()) != Some(self.files_fingerprint().as_str()) {
+            // Keep the tracker open while the tailer is swapped, or the daemon would see
+            // "all sources ended" in between.
+            self.tasks.reopen();
+            let mut resume = None;
+            if let Some((cancel, handle, _)) = self.files.take() {
+                cancel.cancel();
+                resume = handle.await.ok();
+            }
+            if let Some(old_names) = resume.as_ref() {
+                tracing::debug!(files = old_names.len(), "file tailer stopped for reload");
+            }
+            let alive: Vec<String> = self
+                .config
+                .sources
+                .iter()
+                .map(|s| s.name.to_string())
+                .collect();
+            self.hub
+                .sources_alive
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|n, _| alive.contains(n));
+            self.start_files(resume);
+            self.tasks.close();
+        }
+
+        let wanted: Vec<String> = self
+            .config
+            .queues
+            .iter()
+            .map(|q| format!("{q:?}"))
+            .collect();
+        let (keep, stop): (Vec<PollerTask>, Vec<PollerTask>) = std::mem::take(&mut self.pollers)
+            .into_iter()
+            .partition(|p| wanted.contains(&p.fingerprint));
+        for p in stop {
+            p.cancel.cancel();
+            if let Ok(r) = p.handle.await {
+                self.queues.push(r);
+            }
+            self.hub
+                .queues
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&*p.name);
+            // Clears its down state: a restarted poller reports down again if it still is.
+            let _ = self
+                .event_tx
+                .send(CounterInput::Health(crate::queues::Health {
+                    source: p.name.clone(),
+                    up: true,
+                    at: self.clock.now(),
+                    down_after: Duration::ZERO,
+                    error: None,
+                }))
+                .await;
+        }
+        let running: Vec<String> = keep.iter().map(|p| p.fingerprint.clone()).collect();
+        self.pollers = keep;
+        self.start_pollers(&running);
+
+        self.hub.layout.send_replace(layout_of(&self.config));
+        self.hub.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            sources = self.config.sources.len(),
+            rules = self.config.rules.len(),
+            queues = self.config.queues.len(),
+            "config reloaded"
+        );
+    }
+}
+
+/// What the classify stage publishes to and takes from the rest of the daemon.
+pub struct ClassifyControl {
+    /// Its counters, for `/metrics` (published per tick).
+    pub status: watch::Sender<ClassifyStats>,
+    /// A new classifier after a config reload.
+    pub reload: mpsc::Receiver<Classifier>,
+}
+
 /// The classify stage: lines → records/incidents → events, written to `--events` and sent on.
 pub async fn classify_stage(
     mut classifier: Classifier,
@@ -293,8 +582,9 @@ pub async fn classify_stage(
     mut events_out: Option<Box<dyn Write + Send>>,
     clock: Clock,
     guard: BackfillGuard,
-    status: watch::Sender<ClassifyStats>,
+    control: ClassifyControl,
 ) -> ClassifyStats {
+    let ClassifyControl { status, mut reload } = control;
     let mut tick = tokio::time::interval(CLASSIFY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events_failed = false;
@@ -319,6 +609,13 @@ pub async fn classify_stage(
             _ = tick.tick() => {
                 classifier.tick(clock.now(), &mut out);
                 status.send_replace(classifier.stats.clone());
+                true
+            }
+            Some(mut next) = reload.recv() => {
+                // Open records end with the old patterns; the counts carry on.
+                classifier.finish(&mut out);
+                next.stats = classifier.stats.clone();
+                classifier = next;
                 true
             }
         };

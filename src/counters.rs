@@ -34,6 +34,13 @@ pub enum CounterInput {
     Samples(SampleBatch),
     /// A queue source went down or came back.
     Health(Health),
+    /// A config reload: the new rules (state is kept for unchanged ones).
+    Reload {
+        /// The new rules.
+        rules: Vec<RuleSpec>,
+        /// The new series cap.
+        max_series: usize,
+    },
 }
 
 /// Lines read from one source (with one label set) in one batch.
@@ -173,6 +180,18 @@ pub async fn run(
                 activity.samples(&batch);
                 engine.observe_samples(&batch);
                 engine.evaluate_touched(clock.now(), &mut out);
+            }
+            Some(Some(CounterInput::Reload { rules, max_series })) => {
+                let (names, total) = (rules.len(), engine.specs().count());
+                let (e, kept) = engine.reconfigure(rules, max_series);
+                engine = e;
+                tracing::info!(
+                    rules = names,
+                    kept = kept.len(),
+                    before = total,
+                    "rules reloaded; unchanged rules keep their windows and alert state"
+                );
+                engine.evaluate(clock.now(), &mut out);
             }
             Some(Some(CounterInput::Health(h))) => {
                 engine.observe_health(&h);

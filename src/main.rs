@@ -81,7 +81,7 @@ enum Command {
     },
 }
 
-#[derive(Args, Default)]
+#[derive(Args, Default, Clone)]
 struct RunArgs {
     /// Config file (default: built-in pattern pack and rules, stdin, stdout receiver).
     #[arg(long, short)]
@@ -258,7 +258,9 @@ fn open_output(path: &str) -> anyhow::Result<Box<dyn Write + Send>> {
     Ok(Box::new(std::io::BufWriter::new(f)))
 }
 
-fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
+/// The config of `run`: the file (or the embedded defaults) with the command line's
+/// overrides applied. SIGHUP calls it again.
+fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
     let mut config = load(args.config.as_deref())?;
     config
         .sources
@@ -268,8 +270,8 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             s.start_at = StartAt::Beginning;
         }
     }
-    if let Some(dir) = args.state_dir {
-        config.state_dir = Some(dir);
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = Some(dir.clone());
     }
     if args.listen.is_some() {
         config.http_listen = args.listen;
@@ -288,7 +290,14 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(config)
+}
+
+fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
+    let config = run_config(&args)?;
     let events = args.events.as_deref().map(open_output).transpose()?;
+    let again = args.clone();
+    let reload: app::Reload = Box::new(move || run_config(&again));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -299,6 +308,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         app::RunOptions {
             events,
             stdout: None,
+            reload: Some(reload),
         },
         shutdown_signal(),
     ));

@@ -683,6 +683,29 @@ impl RuleEngine {
         }
     }
 
+    /// An engine for `specs` that keeps the windows and alert state of every rule of `self`
+    /// whose spec is unchanged (a config reload). Changed rules start afresh; removed rules
+    /// are dropped with their state. Returns the engine and the names of the kept rules.
+    pub fn reconfigure(
+        mut self,
+        specs: Vec<RuleSpec>,
+        max_series: usize,
+    ) -> (RuleEngine, Vec<Arc<str>>) {
+        let mut new = RuleEngine::new(specs, max_series);
+        let mut kept = Vec::new();
+        for r in &mut new.rules {
+            if let Some(old) = self.rules.iter_mut().find(|o| o.spec == r.spec) {
+                r.groups = std::mem::take(&mut old.groups);
+                kept.push(r.spec.name.clone());
+            }
+        }
+        new.series = new.rules.iter().map(|r| r.groups.len()).sum();
+        kept.extend(new.signals.adopt(&mut self.signals));
+        new.started = self.started;
+        new.overflowed = self.overflowed;
+        (new, kept)
+    }
+
     /// Lines read from `source` at `at` (one call per batch and label set), for `absent`
     /// rules without kinds.
     pub fn observe_lines(&mut self, source: &Arc<str>, labels: &Labels, at: Ts) {
@@ -1002,6 +1025,25 @@ mod tests {
             vec![(AlertState::Resolved, "crash-frequency".into())]
         );
         assert!(run(&mut e, &[], 61).is_empty());
+    }
+
+    #[test]
+    fn reconfigure_keeps_state_of_unchanged_rules_only() {
+        let mut changed = count_rule(5.0);
+        changed.name = "other".into();
+        let mut e = RuleEngine::new(vec![count_rule(1.0), changed.clone()], 100);
+        let got = run(&mut e, &[ev("crash", 0, &[]), ev("crash", 1, &[])], 1);
+        assert_eq!(got, vec![(AlertState::Firing, "crash-frequency".into())]);
+        changed.threshold = 1.0;
+        let (mut e, kept) = e.reconfigure(vec![count_rule(1.0), changed], 100);
+        assert_eq!(kept, vec![Arc::<str>::from("crash-frequency")]);
+        assert_eq!(e.active().len(), 1, "the firing alert is kept");
+        // No second Firing for the kept alert; the changed rule starts with empty windows.
+        assert!(run(&mut e, &[], 2).is_empty());
+        assert_eq!(
+            run(&mut e, &[], 60),
+            vec![(AlertState::Resolved, "crash-frequency".into())]
+        );
     }
 
     #[test]

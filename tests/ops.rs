@@ -650,3 +650,150 @@ fn ops_help_and_version_are_worth_reading() {
         assert!(h.contains(flag), "{flag} missing from run --help:\n{h}");
     }
 }
+
+/// A config tailing `logs/*.log` as "workers" and `<extra_src>/*.log` as a source of that
+/// name, with the error-count rule, from the beginning.
+fn reload_config(dir: &Path, extra_src: &str, extra: &str) -> String {
+    std::fs::create_dir_all(dir.join(extra_src)).unwrap();
+    format!(
+        r#"
+state_dir = "{state}"
+default_rules = false
+
+[[source]]
+name = "workers"
+path = "{dir}/logs/*.log"
+start_at = "beginning"
+labels = {{ worker = "{{stem}}" }}
+
+[[source]]
+name = "{extra_src}"
+path = "{dir}/{extra_src}/*.log"
+start_at = "beginning"
+
+[[rule]]
+name = "errors"
+type = "count"
+kinds = ["error"]
+window = "5m"
+threshold = 1
+severity = "warning"
+group_by = ["worker"]
+{extra}
+"#,
+        state = dir.join("state").display(),
+        dir = dir.display(),
+    )
+}
+
+fn source_lines(st: &Value, name: &str) -> Option<u64> {
+    st["sources"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["lines"].as_u64())
+}
+
+#[test]
+fn ops_sighup_reloads_keeps_unchanged_rules_and_rejects_a_bad_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::write(dir.join("logs/w1.log"), LOG).unwrap();
+    let cfg = dir.join("logwarden.toml");
+    std::fs::write(&cfg, reload_config(dir, "old", "")).unwrap();
+    std::fs::write(dir.join("old/o.log"), "old line 1\n").unwrap();
+    let d = Daemon::start(dir, &cfg, &[]);
+    wait_for("the alert firing", Duration::from_secs(30), || {
+        let st = d.status();
+        lines_read(&st) == 6 && st["alerts"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    let since = d.status()["alerts"][0]["since"].clone();
+
+    // An invalid config is rejected; the old one keeps running.
+    std::fs::write(
+        &cfg,
+        "[[rule]]\nname = \"broken\"\ntype = \"count\"\nthreshold = \"many\"\n",
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the rejection", Duration::from_secs(20), || {
+        d.status()["reloads"]["rejected"] == 1
+    });
+    assert!(
+        d.stderr().contains("config reload rejected"),
+        "{}",
+        d.stderr()
+    );
+    std::fs::write(dir.join("old/o.log"), "old line 1\nold line 2\n").unwrap();
+    wait_for("the old source still read", Duration::from_secs(20), || {
+        source_lines(&d.status(), "old") == Some(2)
+    });
+
+    // A valid one: "old" is removed, "new" added, the rule is unchanged and a rule is added.
+    std::fs::write(
+        &cfg,
+        reload_config(
+            dir,
+            "new",
+            "[[rule]]\nname = \"ooms\"\ntype = \"any\"\nkinds = [\"oom\"]\nseverity = \"critical\"\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("new/n.log"), "new line 1\n").unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(20), || {
+        d.status()["reloads"]["ok"] == 1
+    });
+    wait_for("the new source read", Duration::from_secs(20), || {
+        source_lines(&d.status(), "new") == Some(1)
+    });
+    let st = d.status();
+    let names: Vec<&str> = st["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["workers", "new"]);
+    let rules: Vec<&str> = st["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["errors", "ooms"]);
+    // The unchanged rule kept its window and its alert (same `since`).
+    assert_eq!(st["alerts"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["alerts"][0]["since"], since);
+
+    // The kept file resumes exactly where it was (no re-read from the beginning), and the
+    // removed source is no longer read.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("logs/w1.log"))
+        .unwrap();
+    f.write_all(b"2026-11-23 10:00:05,000 INFO worker-1 one more\n")
+        .unwrap();
+    std::fs::write(
+        dir.join("old/o.log"),
+        "old line 1\nold line 2\nold line 3\n",
+    )
+    .unwrap();
+    wait_for("the appended line", Duration::from_secs(20), || {
+        source_lines(&d.status(), "workers") == Some(6)
+    });
+    std::thread::sleep(Duration::from_millis(1500)); // two poll ticks: nothing more comes
+    let st = d.status();
+    assert_eq!(
+        source_lines(&st, "workers"),
+        Some(6),
+        "re-read after reload"
+    );
+    assert_eq!(
+        lines_read(&st),
+        6 + 2 + 1,
+        "the removed source was read: {st}"
+    );
+    assert_eq!(st["health"]["ok"], true, "{st}");
+}

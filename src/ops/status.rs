@@ -261,6 +261,10 @@ pub fn status(hub: &Hub) -> Value {
         "started": hub.started,
         "uptime_seconds": now.since(hub.started).as_secs(),
         "config_file": layout.config_file,
+        "reloads": {
+            "ok": hub.reloads.load(std::sync::atomic::Ordering::Relaxed),
+            "rejected": hub.reload_failures.load(std::sync::atomic::Ordering::Relaxed),
+        },
         "health": health,
         "totals": {
             "lines": classify.lines,

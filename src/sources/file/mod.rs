@@ -170,6 +170,25 @@ pub async fn run_with_stats(
     clock: Clock,
     stats: Option<watch::Sender<TailerStats>>,
 ) -> std::io::Result<()> {
+    run_resuming(sources, cfg, state_dir, tx, cancel, clock, stats, None)
+        .await
+        .map(|_| ())
+}
+
+/// [`run_with_stats`], starting from `resume` (instead of the checkpoint file) when given,
+/// and returning the final checkpoints: a config reload hands them from the old tailer to
+/// the new one, so it resumes exactly even without a `state_dir`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_resuming(
+    sources: Vec<SourceConfig>,
+    cfg: TailerConfig,
+    state_dir: Option<PathBuf>,
+    tx: mpsc::Sender<Vec<Line>>,
+    cancel: CancellationToken,
+    clock: Clock,
+    stats: Option<watch::Sender<TailerStats>>,
+    resume: Option<Vec<Checkpoint>>,
+) -> std::io::Result<Vec<Checkpoint>> {
     let (store, saved) = match &state_dir {
         Some(dir) => {
             let (s, saved) = CheckpointStore::open(dir).map_err(|e| {
@@ -179,6 +198,7 @@ pub async fn run_with_stats(
         }
         None => (None, Vec::new()),
     };
+    let saved = resume.unwrap_or(saved);
     let mut core = Tailer::new(&sources, &cfg, saved)?;
     let wake = Arc::new(Notify::new());
     let rescan = Arc::new(AtomicBool::new(true));
@@ -213,7 +233,7 @@ pub async fn run_with_stats(
         if !send_batches(&tx, lines).await {
             // Downstream gone: shutting down.
             log_stopped(&stats_of(&core, &dirs, writes));
-            return Ok(());
+            return Ok(core.checkpoints());
         }
         if full {
             // A directory watched only now may have changed between the scan and the watch:
@@ -264,7 +284,7 @@ pub async fn run_with_stats(
     if let Some(s) = &stats {
         s.send_replace(last);
     }
-    Ok(())
+    Ok(core.checkpoints())
 }
 
 /// The core's counters plus the watcher's.
