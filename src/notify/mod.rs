@@ -206,6 +206,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
     let mut stats = NotifyStats::default();
     let mut last_save = std::time::Instant::now();
     let mut dirty = false;
+    let mut save_failing = false;
     loop {
         let now = clock.now();
         let wait = d
@@ -241,7 +242,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         if let Some(dir) = &state_dir {
             let hist_dirty = history.lock().expect("history lock").dirty;
             if (dirty || hist_dirty) && (last_save.elapsed() >= Duration::from_secs(1) || !open) {
-                save(dir, &d, &history);
+                save(dir, &d, &history, &mut save_failing);
                 last_save = std::time::Instant::now();
                 dirty = false;
             }
@@ -264,7 +265,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         workers.abort_all();
     }
     if let Some(dir) = &state_dir {
-        save(dir, &d, &history);
+        save(dir, &d, &history, &mut save_failing);
     }
     let h = history.lock().expect("history lock");
     for c in h.counts.values() {
@@ -319,14 +320,23 @@ fn dispatch(
     any
 }
 
-fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory) {
+/// Saves the state; a failure is logged when saving starts failing and when it works again.
+fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory, failing: &mut bool) {
     let snap = {
         let mut h = history.lock().expect("history lock");
         h.dirty = false;
         state::snapshot(d.notifier.config(), d.notifier.groups(), &h)
     };
-    if let Err(e) = state::save(dir, &snap) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot save notification state");
+    match state::save(dir, &snap) {
+        Ok(()) if std::mem::take(failing) => {
+            tracing::info!(dir = %dir.display(), "notification state is saved again")
+        }
+        Ok(()) => {}
+        Err(e) if !*failing => {
+            *failing = true;
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot save notification state; retrying");
+        }
+        Err(_) => {}
     }
 }
 

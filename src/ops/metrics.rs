@@ -201,6 +201,11 @@ pub fn render(hub: &Hub) -> String {
     }
     let ckpt = b.counters("checkpoint_writes", "Checkpoint files written");
     inc(&ckpt, vec![], tailer.checkpoint_writes);
+    let ckpt_err = b.counters(
+        "checkpoint_write_errors",
+        "Failed checkpoint writes (logged once per episode)",
+    );
+    inc(&ckpt_err, vec![], tailer.checkpoint_errors);
     let terr = b.counters(
         "tailer_errors",
         "Failed attempts to list a directory or to stat, open or read a file",

@@ -283,6 +283,7 @@ pub fn status(hub: &Hub) -> Value {
             "watched_dirs": tailer.watched_dirs,
             "unwatched_dirs": tailer.unwatched_dirs,
             "checkpoint_writes": tailer.checkpoint_writes,
+            "checkpoint_errors": tailer.checkpoint_errors,
         },
         "windows": windows,
         "queues": queues,

@@ -210,7 +210,8 @@ pub async fn run_resuming(
     let mut next_ckpt = Instant::now() + cfg.checkpoint_interval;
     let mut pending: Option<(Instant, Vec<Checkpoint>)> = None;
     let mut saved: Vec<Checkpoint> = Vec::new();
-    let mut writes = 0u64;
+    let (mut writes, mut failing) = (0u64, false);
+    let mut write_errors = 0u64;
     loop {
         let stopping = cancel.is_cancelled();
         let t = Instant::now();
@@ -232,7 +233,7 @@ pub async fn run_resuming(
         core = c;
         if !send_batches(&tx, lines).await {
             // Downstream gone: shutting down.
-            log_stopped(&stats_of(&core, &dirs, writes));
+            log_stopped(&stats_of(&core, &dirs, (writes, write_errors)));
             return Ok(core.checkpoints());
         }
         if full {
@@ -242,7 +243,7 @@ pub async fn run_resuming(
                 rescan.store(true, Ordering::SeqCst);
             }
             if let Some(s) = &stats {
-                s.send_replace(stats_of(&core, &dirs, writes));
+                s.send_replace(stats_of(&core, &dirs, (writes, write_errors)));
             }
         }
         if stopping {
@@ -254,7 +255,11 @@ pub async fn run_resuming(
                 && tx.capacity() == tx.max_capacity();
             if ready {
                 if let Some((_, cps)) = pending.take() {
-                    writes += save(store, &cps, &mut saved).await;
+                    match save(store, &cps, &mut saved, &mut failing).await {
+                        Some(true) => writes += 1,
+                        Some(false) => write_errors += 1,
+                        None => {}
+                    }
                 }
             }
             if pending.is_none() && t >= next_ckpt {
@@ -277,9 +282,13 @@ pub async fn run_resuming(
         }
     }
     if let Some(store) = &store {
-        writes += save(store, &core.checkpoints(), &mut saved).await;
+        match save(store, &core.checkpoints(), &mut saved, &mut failing).await {
+            Some(true) => writes += 1,
+            Some(false) => write_errors += 1,
+            None => {}
+        }
     }
-    let last = stats_of(&core, &dirs, writes);
+    let last = stats_of(&core, &dirs, (writes, write_errors));
     log_stopped(&last);
     if let Some(s) = &stats {
         s.send_replace(last);
@@ -288,12 +297,13 @@ pub async fn run_resuming(
 }
 
 /// The core's counters plus the watcher's.
-fn stats_of(core: &Tailer, dirs: &DirWatcher, checkpoint_writes: u64) -> TailerStats {
+fn stats_of(core: &Tailer, dirs: &DirWatcher, checkpoints: (u64, u64)) -> TailerStats {
     TailerStats {
         watched_dirs: dirs.watched.len(),
         unwatched_dirs: dirs.unwatched,
         watch_errors: dirs.errors,
-        checkpoint_writes,
+        checkpoint_writes: checkpoints.0,
+        checkpoint_errors: checkpoints.1,
         ..core.stats()
     }
 }
@@ -332,24 +342,35 @@ async fn send_batches(tx: &mpsc::Sender<Vec<Line>>, mut lines: Vec<Line>) -> boo
     true
 }
 
-/// Writes `cps` unless they equal the last written ones; returns the number of files written.
-async fn save(store: &Arc<CheckpointStore>, cps: &[Checkpoint], last: &mut Vec<Checkpoint>) -> u64 {
+/// Writes `cps` unless they equal the last written ones (`None`); `Some(written)` otherwise.
+/// A failure is logged when writing starts failing and when it works again, not per attempt.
+async fn save(
+    store: &Arc<CheckpointStore>,
+    cps: &[Checkpoint],
+    last: &mut Vec<Checkpoint>,
+    failing: &mut bool,
+) -> Option<bool> {
     if cps == last.as_slice() {
-        return 0;
+        return None;
     }
     let (s, v) = (store.clone(), cps.to_vec());
     let res = tokio::task::spawn_blocking(move || s.save(&v)).await;
     match res {
         Ok(Ok(())) => {
             *last = cps.to_vec();
-            return 1;
+            if std::mem::take(failing) {
+                tracing::info!(file = %store.path().display(), "checkpoints are written again");
+            }
+            return Some(true);
         }
-        Ok(Err(e)) => {
-            tracing::warn!(file = %store.path().display(), error = %e, "cannot write checkpoints")
+        Ok(Err(e)) if !*failing => {
+            tracing::warn!(file = %store.path().display(), error = %e, "cannot write checkpoints; retrying every interval");
         }
-        Err(e) => tracing::warn!(error = %e, "checkpoint writer panicked"),
+        Err(e) if !*failing => tracing::warn!(error = %e, "checkpoint writer panicked"),
+        _ => {}
     }
-    0
+    *failing = true;
+    Some(false)
 }
 
 /// Watches directories (never files: a file watch follows the inode after a rename) and turns

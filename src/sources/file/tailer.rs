@@ -86,6 +86,8 @@ pub struct TailerStats {
     pub watch_errors: u64,
     /// Checkpoint files written (set by the async shell; 0 from the core).
     pub checkpoint_writes: u64,
+    /// Failed checkpoint writes (logged once per episode; set by the async shell).
+    pub checkpoint_errors: u64,
 }
 
 struct TailFile {
