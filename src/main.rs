@@ -13,7 +13,8 @@ use logwarden::classify::{self, PatternSet};
 use logwarden::config::{Config, ConfigError, Format, ReceiverKind, SourceConfig, StartAt};
 use logwarden::{app, notify, replay};
 
-/// Watches job workers through their logs and tells people when something is wrong.
+/// Watches job workers through their logs and Redis queues and tells people when something
+/// is wrong.
 ///
 /// With no arguments, reads a log on stdin with the built-in pattern pack and rules and
 /// prints alerts on stdout:   some-worker 2>&1 | logwarden
@@ -23,17 +24,33 @@ use logwarden::{app, notify, replay};
     version,
     about,
     long_about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     run: RunArgs,
-    /// Log format of logwarden's own diagnostics on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    /// Format of logwarden's own logs on stderr: text, or json (one object per line, for
+    /// journald or a log shipper).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
 }
+
+const AFTER_HELP: &str = "\
+Examples:
+  some-worker 2>&1 | logwarden                      watch a pipe; exits 0 when it ends
+  logwarden run -c /etc/logwarden/logwarden.toml    run as a daemon (see config/logwarden.service)
+  logwarden check -c logwarden.toml                 validate a config before deploying it
+  logwarden replay -c logwarden.toml worker.log     show what would have fired, and when
+
+Signals: SIGTERM and SIGINT drain (evaluate once more, flush pending notifications, write
+checkpoints and state within shutdown_grace) and exit 0; SIGHUP reloads the config (an
+invalid one is rejected and the running one kept).
+HTTP (127.0.0.1:9898 unless --listen, [http] or --no-http): / dashboard, /metrics,
+/health, /status.
+Exit codes: 0 done, 1 runtime failure, 2 bad config or usage. RUST_LOG=debug logs more.";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {

@@ -686,6 +686,12 @@ group_by = ["worker"]
     )
 }
 
+/// Appends (never rewrites: a rewrite may be seen half-done, as a truncation).
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
 fn source_lines(st: &Value, name: &str) -> Option<u64> {
     st["sources"]
         .as_array()?
@@ -725,7 +731,7 @@ fn ops_sighup_reloads_keeps_unchanged_rules_and_rejects_a_bad_config() {
         "{}",
         d.stderr()
     );
-    std::fs::write(dir.join("old/o.log"), "old line 1\nold line 2\n").unwrap();
+    append(&dir.join("old/o.log"), "old line 2\n");
     wait_for("the old source still read", Duration::from_secs(20), || {
         source_lines(&d.status(), "old") == Some(2)
     });
@@ -769,17 +775,11 @@ fn ops_sighup_reloads_keeps_unchanged_rules_and_rejects_a_bad_config() {
 
     // The kept file resumes exactly where it was (no re-read from the beginning), and the
     // removed source is no longer read.
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join("logs/w1.log"))
-        .unwrap();
-    f.write_all(b"2026-11-23 10:00:05,000 INFO worker-1 one more\n")
-        .unwrap();
-    std::fs::write(
-        dir.join("old/o.log"),
-        "old line 1\nold line 2\nold line 3\n",
-    )
-    .unwrap();
+    append(
+        &dir.join("logs/w1.log"),
+        "2026-11-23 10:00:05,000 INFO worker-1 one more\n",
+    );
+    append(&dir.join("old/o.log"), "old line 3\n");
     wait_for("the appended line", Duration::from_secs(20), || {
         source_lines(&d.status(), "workers") == Some(6)
     });
@@ -796,4 +796,66 @@ fn ops_sighup_reloads_keeps_unchanged_rules_and_rejects_a_bad_config() {
         "the removed source was read: {st}"
     );
     assert_eq!(st["health"]["ok"], true, "{st}");
+}
+
+#[test]
+fn ops_a_bad_http_listen_address_is_a_config_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(&cfg, "[http]\nlisten = \"localhost\"\n").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.listen") && err.contains("\"localhost\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn ops_systemd_unit_verifies_and_is_hardened() {
+    let unit = std::fs::read_to_string(crate::common::repo("config/logwarden.service")).unwrap();
+    for want in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "StateDirectory=logwarden",
+        "ReadOnlyPaths=",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "EnvironmentFile=",
+    ] {
+        assert!(unit.contains(want), "the unit lacks {want:?}");
+    }
+    // systemd's own checker, with the binary path pointing at the one we built.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("logwarden.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/logwarden", bin().to_str().unwrap()),
+    )
+    .unwrap();
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("systemd-analyze is not installed (apt-get install -y systemd)");
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

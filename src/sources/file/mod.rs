@@ -94,7 +94,7 @@
 //! Nothing here stops the tailer; each failure is **logged once per episode** (when a path
 //! starts failing, and `info` when it works again), **counted per attempt** in
 //! [`TailerStats`], and retried on every poll tick. The totals are logged when the tailer
-//! stops (`tailer stopped files=… errors=… watch_errors=…`); `/metrics` will carry them live.
+//! stops (`tailer stopped files=… errors=… watch_errors=…`); `/metrics` carries them live.
 //!
 //! | input | handling | test (`tests/tail_hostile.rs` unless noted) |
 //! |---|---|---|
@@ -308,7 +308,7 @@ fn stats_of(core: &Tailer, dirs: &DirWatcher, checkpoints: (u64, u64)) -> Tailer
     }
 }
 
-/// One line with the totals when the tailer stops (`/metrics` will carry them live).
+/// One line with the totals when the tailer stops (`/metrics` carries them live).
 fn log_stopped(s: &TailerStats) {
     let sum = |f: fn(&FileStats) -> u64| s.files.iter().map(f).sum::<u64>();
     tracing::info!(
