@@ -151,13 +151,14 @@ pub async fn run(
     if srcs.is_empty() && config.queues.is_empty() {
         srcs.push(SourceConfig::stdin());
     }
-    let has_sources = !srcs.is_empty();
+    let mut has_sources = !srcs.is_empty();
     let classifier = classifier_for(&config, &srcs);
 
     let stdin_srcs: Vec<SourceConfig> = srcs
         .into_iter()
         .filter(|s| s.input == SourceInput::Stdin)
         .collect();
+    let has_stdin = !stdin_srcs.is_empty();
     let failed = CancellationToken::new();
     for src in stdin_srcs {
         let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
@@ -267,7 +268,12 @@ pub async fn run(
                 if let Some(reload) = opts.reload.as_ref() {
                     tracing::info!(signal = "SIGHUP", "reloading config");
                     match reload() {
-                        Ok(new) => pipeline.reload(new).await,
+                        Ok(new) => {
+                            pipeline.reload(new).await;
+                            // A reload that leaves no source (only queues) runs on until a
+                            // signal, like a queue-only start.
+                            has_sources = has_stdin || pipeline.files.is_some();
+                        }
                         Err(e) => {
                             hub.reload_failures.fetch_add(1, Ordering::Relaxed);
                             tracing::error!(error = %format!("{e:#}"), "config reload rejected; the old config keeps running");
