@@ -237,6 +237,7 @@ fn publish(
 ) {
     let mut snap = activity.snapshot(now);
     snap.alerts = engine.active();
+    snap.windows = engine.windows(now, crate::ops::STATUS_WINDOWS);
     snap.series = engine.series();
     snap.series_overflow = engine.overflowed;
     snap.alert_changes = report.alerts;

@@ -641,6 +641,29 @@ pub struct ActiveAlert {
     pub severity: Severity,
 }
 
+/// The current content of one count or ratio window, for `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowView {
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Group labels.
+    pub labels: Labels,
+    /// Span of the window, in seconds.
+    pub window_secs: u64,
+    /// Matching events in the window.
+    pub count: u64,
+    /// Ratio rules: events of the denominator kinds in the window.
+    pub total: Option<u64>,
+    /// The value compared with the threshold (count, or count / total).
+    pub value: f64,
+    /// `>`, `>=`, `<` or `<=`.
+    pub op: &'static str,
+    /// The threshold.
+    pub threshold: f64,
+    /// `inactive`, `pending` or `firing`.
+    pub state: &'static str,
+}
+
 /// All rules and their per-group windows and alert state.
 pub struct RuleEngine {
     rules: Vec<RuleState>,
@@ -954,6 +977,47 @@ impl RuleEngine {
         }
         self.signals.active(&mut out);
         out.sort_by(|a, b| (&a.rule, &a.labels).cmp(&(&b.rule, &b.labels)));
+        out
+    }
+
+    /// The windows of count and ratio rules at `now` (at most `limit`, in rule order).
+    pub fn windows(&self, now: Ts, limit: usize) -> Vec<WindowView> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let spec = &rule.spec;
+            let Some(window) = spec.window() else {
+                continue;
+            };
+            let mut groups: Vec<&Group> = rule.groups.values().collect();
+            groups.sort_by(|a, b| a.labels.cmp(&b.labels));
+            for g in groups {
+                if out.len() >= limit {
+                    return out;
+                }
+                let count = g.num.sum(now);
+                let total = g.den.as_ref().map(|d| d.sum(now));
+                let value = match total {
+                    Some(0) => 0.0,
+                    Some(t) => count as f64 / t as f64,
+                    None => count as f64,
+                };
+                out.push(WindowView {
+                    rule: spec.name.clone(),
+                    labels: g.labels.clone(),
+                    window_secs: window.as_secs(),
+                    count,
+                    total,
+                    value,
+                    op: spec.op.as_str(),
+                    threshold: spec.threshold,
+                    state: match g.phase {
+                        Phase::Inactive => "inactive",
+                        Phase::Pending { .. } => "pending",
+                        Phase::Firing { .. } => "firing",
+                    },
+                });
+            }
+        }
         out
     }
 

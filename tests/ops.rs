@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::{bin, free_port, RedisServer};
 
@@ -380,7 +380,14 @@ url_env = "OPS_TEST_SLACK_URL"
     assert_eq!(st["sources"][0]["events"]["error"]["total"], 2);
     assert_eq!(st["kinds"]["error"]["total"], 2);
     assert_eq!(st["totals"]["unmatched"], 1);
-    assert!(!st["windows"].as_array().unwrap().is_empty());
+    let w = &st["windows"][0];
+    assert_eq!(
+        (&w["rule"], &w["labels"]["worker"], &w["count"], &w["state"]),
+        (&json!("errors"), &json!("w1"), &json!(2), &json!("firing")),
+        "{w}"
+    );
+    assert_eq!((&w["window_secs"], &w["op"]), (&json!(300), &json!(">")));
+    assert!(!st["history"].as_array().unwrap().is_empty());
     assert_eq!(st["alerts"][0]["rule"], "errors");
     assert_eq!(st["alerts"][0]["state"], "firing");
     assert!(st["alerts"][0]["since"].as_str().unwrap().ends_with('Z'));

@@ -162,7 +162,7 @@ pub fn render(hub: &Hub) -> String {
     // Charts.
     // One point per minute of the last hour: a quiet minute has no errors, and a depth
     // stays at its last polled value.
-    let minutes = st["windows"].as_array().cloned().unwrap_or_default();
+    let minutes = st["history"].as_array().cloned().unwrap_or_default();
     let by_start: std::collections::HashMap<&str, &Value> = minutes
         .iter()
         .filter_map(|m| Some((m["start"].as_str()?, m)))
@@ -285,6 +285,37 @@ pub fn render(hub: &Hub) -> String {
         h.push_str(r#"<tr><td colspan=5><small>nothing pending or firing</small></td></tr>"#);
     }
     h.push_str("</table>");
+
+    // Rule windows.
+    let windows = st["windows"].as_array().cloned().unwrap_or_default();
+    if !windows.is_empty() {
+        h.push_str(r#"<h2>Rule windows</h2><table id="windows"><tr><th>rule</th><th>labels</th><th>value</th><th>threshold</th><th>window</th><th>state</th></tr>"#);
+        for w in &windows {
+            let labels = w["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let state = w["state"].as_str().unwrap_or("");
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}s</td><td class="{}">{}</td></tr>"#,
+                esc(w["rule"].as_str().unwrap_or("")),
+                esc(&labels),
+                fmt_num(num(&w["value"])),
+                esc(w["op"].as_str().unwrap_or("")),
+                fmt_num(num(&w["threshold"])),
+                w["window_secs"],
+                esc(state),
+                esc(state)
+            );
+        }
+        h.push_str("</table>");
+    }
 
     // Receivers and the last notifications.
     h.push_str(r#"<h2>Notifications</h2><div class="cards">"#);

@@ -38,6 +38,8 @@ use crate::sources::file::TailerStats;
 
 /// Minutes of history kept for the dashboard's charts.
 pub const HISTORY_MINUTES: usize = 60;
+/// Most rule windows published for `/status`.
+pub const STATUS_WINDOWS: usize = 500;
 /// Kinds counted as errors in the error-rate chart.
 pub const ERROR_KINDS: [&str; 3] = ["error", "crash", "oom"];
 
@@ -162,6 +164,8 @@ pub struct CountersSnapshot {
     pub minutes: Vec<Minute>,
     /// Pending and firing alerts.
     pub alerts: Vec<ActiveAlert>,
+    /// Count and ratio windows (at most [`STATUS_WINDOWS`]).
+    pub windows: Vec<crate::rules::WindowView>,
     /// (rule, group) windows held.
     pub series: usize,
     /// Events counted in the overflow series.

@@ -177,7 +177,7 @@ pub fn status(hub: &Hub) -> Value {
             (k.clone(), json!({"total": n, "per_minute": r}))
         })
         .collect();
-    let windows: Vec<Value> = counters
+    let history: Vec<Value> = counters
         .minutes
         .iter()
         .map(|m| {
@@ -285,7 +285,8 @@ pub fn status(hub: &Hub) -> Value {
             "checkpoint_writes": tailer.checkpoint_writes,
             "checkpoint_errors": tailer.checkpoint_errors,
         },
-        "windows": windows,
+        "windows": counters.windows,
+        "history": history,
         "queues": queues,
         "rules": layout.rules.iter().map(|(n, t, s)| json!({"name": n, "type": t, "severity": s})).collect::<Vec<_>>(),
         "alerts": counters.alerts,
