@@ -34,9 +34,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, cfg: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(dir, cfg, env, &[])
+    }
+
+    fn start_with(dir: &Path, cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let port = free_port();
         let mut cmd = Command::new(bin());
         cmd.args(["run", "--config", cfg.to_str().unwrap()])
+            .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
@@ -865,4 +870,56 @@ fn ops_systemd_unit_verifies_and_is_hardened() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn ops_json_logs_say_redis_is_down_once_and_count_the_failed_polls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = free_port(); // nothing listens there
+    let cfg = setup(
+        tmp.path(),
+        &format!(
+            r#"
+[[queue]]
+name = "jobs"
+url = "redis://127.0.0.1:{dead}/0"
+interval = "100ms"
+timeout = "200ms"
+keys = ["jobs:q"]
+"#
+        ),
+    );
+    let mut d = Daemon::start_with(tmp.path(), &cfg, &[], &["--log-format", "json"]);
+    wait_for("10 failed polls", Duration::from_secs(30), || {
+        d.status()["queues"][0]["failed_polls"].as_u64() >= Some(10)
+    });
+    let metrics = d.get("/metrics").body;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with(r#"logwarden_queue_polls_total{source="jobs",result="failed"} "#)
+        ),
+        "{metrics}"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(30)), Some(0));
+    let log = d.stderr();
+    let mut down = 0;
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        if v["message"] == "redis queue source is down; retrying every interval" {
+            assert_eq!(v["queue"], "jobs");
+            down += 1;
+        }
+    }
+    assert_eq!(down, 1, "one warning per outage, not per poll:\n{log}");
+    // Everything but the exit summary is JSON.
+    let other: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with('{') && !l.starts_with("logwarden: "))
+        .collect();
+    assert!(other.is_empty(), "{other:?}");
 }
