@@ -406,9 +406,23 @@ pub fn render(hub: &Hub) -> String {
         }
     }
 
-    let mut out = String::new();
+    let mut enc = String::new();
     // Writing into a String cannot fail.
-    let _ = encode(&mut out, &b.reg);
+    let _ = encode(&mut enc, &b.reg);
+    // A family without labels is encoded as `name{} 1`: drop the empty braces, which some
+    // parsers reject.
+    let mut out = String::with_capacity(enc.len());
+    for line in enc.lines() {
+        match line.split_once("{} ") {
+            Some((name, value)) if !line.starts_with('#') => {
+                out.push_str(name);
+                out.push(' ');
+                out.push_str(value);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -441,5 +455,7 @@ mod tests {
         let s = render(&hub);
         assert!(s.ends_with("# EOF\n"), "{s}");
         assert!(s.contains("logwarden_build_info{version="), "{s}");
+        assert!(s.contains("\nlogwarden_tailer_open_files 0"), "{s}");
+        assert!(!s.contains("{}"), "{s}");
     }
 }
