@@ -24,6 +24,7 @@
 //! - [`clock`]: the daemon clock (monotonic, in wall-clock milliseconds).
 //! - [`config`]: TOML → validated `Config`.
 //! - [`app`]: wires the stages together, reloads them on SIGHUP and drains them on shutdown.
+//! - [`reload`]: what SIGHUP restarts and what it keeps.
 //! - [`ops`]: what the stages publish about themselves, and the HTTP listener serving it
 //!   (`/metrics`, `/health`, `/status`, the dashboard).
 #![warn(missing_docs)]
@@ -38,6 +39,7 @@ pub mod notify;
 pub mod ops;
 pub mod queues;
 pub mod records;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod sources;
