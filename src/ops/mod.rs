@@ -144,7 +144,7 @@ pub struct Minute {
     pub errors: u64,
     /// Events per (source, kind).
     #[serde(skip)]
-    pub per_source_kind: BTreeMap<(String, String), u64>,
+    pub per_source_kind: HashMap<(Arc<str>, Arc<str>), u64>,
     /// Latest total depth per `[[queue]]` in this minute.
     pub depth: BTreeMap<String, f64>,
 }
@@ -235,7 +235,12 @@ impl Activity {
             Some(s) => s,
             None => self.per_source.entry(ev.source.to_string()).or_default(),
         };
-        *src.kinds.entry(kind.to_string()).or_default() += 1;
+        match src.kinds.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                src.kinds.insert(kind.to_string(), 1);
+            }
+        }
         let by_labels = self
             .events
             .entry((ev.kind.clone(), ev.source.clone()))
@@ -253,7 +258,7 @@ impl Activity {
             m.errors += 1;
         }
         *m.per_source_kind
-            .entry((ev.source.to_string(), kind.to_string()))
+            .entry((ev.source.clone(), ev.kind.clone()))
             .or_default() += 1;
     }
 

@@ -125,9 +125,10 @@ pub fn status(hub: &Hub) -> Value {
                 .map(|(k, n)| {
                     let r = rate(&counters.minutes, now, |m| {
                         m.per_source_kind
-                            .get(&(name.clone(), k.clone()))
-                            .copied()
-                            .unwrap_or(0)
+                            .iter()
+                            .filter(|((s, kk), _)| **s == **name && **kk == **k)
+                            .map(|(_, n)| *n)
+                            .sum()
                     });
                     (k.clone(), json!({"total": n, "per_minute": r}))
                 })
@@ -170,7 +171,7 @@ pub fn status(hub: &Hub) -> Value {
             let r = rate(&counters.minutes, now, |m| {
                 m.per_source_kind
                     .iter()
-                    .filter(|((_, kk), _)| kk == k)
+                    .filter(|((_, kk), _)| **kk == **k)
                     .map(|(_, n)| *n)
                     .sum()
             });
