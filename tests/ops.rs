@@ -713,7 +713,7 @@ fn source_lines(st: &Value, name: &str) -> Option<u64> {
 }
 
 #[test]
-fn ops_sighup_reloads_keeps_unchanged_rules_and_rejects_a_bad_config() {
+fn ops_sighup_reloads_sources_patterns_and_rules_and_rejects_a_bad_config() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("logs")).unwrap();
@@ -754,7 +754,8 @@ fn ops_sighup_reloads_keeps_unchanged_rules_and_rejects_a_bad_config() {
         reload_config(
             dir,
             "new",
-            "[[rule]]\nname = \"ooms\"\ntype = \"any\"\nkinds = [\"oom\"]\nseverity = \"critical\"\n",
+            "[[rule]]\nname = \"ooms\"\ntype = \"any\"\nkinds = [\"oom\"]\nseverity = \"critical\"\n\
+             [[pattern]]\nname = \"novel\"\nkind = \"novel\"\nregex = 'new line'\n",
         ),
     )
     .unwrap();
@@ -765,6 +766,10 @@ fn ops_sighup_reloads_keeps_unchanged_rules_and_rejects_a_bad_config() {
     });
     wait_for("the new source read", Duration::from_secs(20), || {
         source_lines(&d.status(), "new") == Some(1)
+    });
+    // The new pattern classifies it.
+    wait_for("the new pattern's event", Duration::from_secs(20), || {
+        d.status()["kinds"]["novel"]["total"] == 1
     });
     let st = d.status();
     let names: Vec<&str> = st["sources"]
