@@ -196,10 +196,14 @@ impl Pipeline {
             let mut resume = None;
             if let Some((cancel, handle, _)) = self.files.take() {
                 cancel.cancel();
-                resume = handle.await.ok();
+                // A tailer that failed returns nothing: then the new one reads the checkpoint file.
+                resume = handle.await.ok().filter(|cps| !cps.is_empty());
             }
-            if let Some(old_names) = resume.as_ref() {
-                tracing::debug!(files = old_names.len(), "file tailer stopped for reload");
+            if let Some(cps) = resume.as_ref() {
+                tracing::debug!(
+                    files = cps.len(),
+                    "file tailer stopped for reload; handing over its offsets"
+                );
             }
             let alive: Vec<String> = self
                 .config
