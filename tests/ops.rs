@@ -573,6 +573,15 @@ fn ops_dashboard_in_a_real_browser_shows_what_status_says() {
         dom_value(&dom, "data-source-kind=\"workers/error\""),
         n(&st["sources"][0]["events"]["error"]["total"])
     );
+    // One card per worker (the `worker` label), as the operators' old dashboard had.
+    for (kind, n_) in st["instances"]["w1"].as_object().unwrap() {
+        assert_eq!(
+            dom_value(&dom, &format!("data-instance-kind=\"w1/{kind}\"")),
+            n(n_),
+            "{kind}"
+        );
+    }
+    assert_eq!(st["instances"]["w1"]["error"], 2);
     // The firing alert is listed, and the charts are drawn.
     assert!(
         dom.contains(r#"data-rule="errors" data-state="firing""#),

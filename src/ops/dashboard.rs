@@ -228,6 +228,30 @@ pub fn render(hub: &Hub) -> String {
     }
     h.push_str("</div>");
 
+    // Instances (the `worker` label).
+    if let Some(inst) = st["instances"].as_object().filter(|i| !i.is_empty()) {
+        h.push_str(r#"<h2>Workers</h2><div class="cards">"#);
+        for (w, kinds) in inst {
+            let ew = esc(w);
+            let errors: f64 = super::ERROR_KINDS.iter().map(|k| num(&kinds[*k])).sum();
+            let _ = write!(
+                h,
+                r#"<div class="card {}" data-instance="{ew}"><h3>{ew}</h3><table>"#,
+                if errors > 0.0 { "warn" } else { "ok" }
+            );
+            for (k, n) in kinds.as_object().into_iter().flatten() {
+                let ek = esc(k);
+                let _ = write!(
+                    h,
+                    "<tr><td>{ek}</td><td>{}</td></tr>",
+                    value(&format!(r#"data-instance-kind="{ew}/{ek}""#), num(n))
+                );
+            }
+            h.push_str("</table></div>");
+        }
+        h.push_str("</div>");
+    }
+
     // Queues.
     if let Some(qs) = st["queues"].as_array().filter(|q| !q.is_empty()) {
         h.push_str(r#"<h2>Queues</h2><div class="cards">"#);

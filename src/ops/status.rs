@@ -13,6 +13,8 @@ use crate::event::Ts;
 /// How stale the counters stage's snapshot may be (it publishes every second) before the
 /// pipeline counts as stalled.
 pub const COUNTERS_STALE: Duration = Duration::from_secs(15);
+/// The label whose values are shown as instances (one card each on the dashboard).
+pub const INSTANCE_LABEL: &str = "worker";
 /// Notification log entries shown in `/status`.
 pub const STATUS_HISTORY: usize = 20;
 
@@ -254,6 +256,19 @@ pub fn status(hub: &Hub) -> Value {
         }
         None => (Vec::new(), Vec::new()),
     };
+    // Per instance (the `worker` label, e.g. `labels = { worker = "{stem}" }`): the card per
+    // worker the operators' old dashboard had.
+    let mut instances: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> =
+        Default::default();
+    for (kind, _, labels, n) in &counters.events {
+        if let Some(w) = labels.get(INSTANCE_LABEL) {
+            *instances
+                .entry(w.to_string())
+                .or_default()
+                .entry(kind.clone())
+                .or_default() += n;
+        }
+    }
     let health = health(hub);
     let errors_per_minute = rate(&counters.minutes, now, |m| m.errors);
     json!({
@@ -278,6 +293,7 @@ pub fn status(hub: &Hub) -> Value {
         },
         "kinds": kinds,
         "sources": sources,
+        "instances": instances,
         "tailer": {
             "open_files": tailer.open_files,
             "errors": tailer.errors,
