@@ -11,11 +11,12 @@
 
 use std::future::Future;
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,15 +25,23 @@ use crate::config::{Config, SourceConfig, SourceInput};
 use crate::counters::{self, CounterInput, CountersReport, LineCount};
 use crate::event::{Event, Line, Ts};
 use crate::notify::{self, NotifySetup, NotifyStats, StdoutFactory};
+use crate::ops::{self, Hub};
 use crate::records::{Classifier, ClassifyStats};
+pub use crate::reload::layout_of;
+use crate::reload::{classifier_for, Pipeline};
 use crate::sources;
 
 /// How often the classify stage checks for idle records and closed fold windows.
 const CLASSIFY_TICK: Duration = Duration::from_millis(200);
 
+/// Re-reads the config for a reload (the file, plus the command line's overrides).
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
 /// Options of `logwarden run` beyond the config file.
 #[derive(Default)]
 pub struct RunOptions {
+    /// How to re-read the config on SIGHUP (`None`: SIGHUP keeps its default action).
+    pub reload: Option<Reload>,
     /// Where to write every event as a JSON line.
     pub events: Option<Box<dyn Write + Send>>,
     /// Where stdout receivers write (default: the process's stdout).
@@ -104,19 +113,39 @@ impl RunReport {
 }
 
 /// Runs the daemon until the sources end (stdin EOF) or `shutdown` completes, then drains
-/// within `config.shutdown_grace`.
+/// within `config.shutdown_grace`. With [`RunOptions::reload`], SIGHUP reloads the config
+/// (see [`crate::reload`]).
 pub async fn run(
     config: Config,
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunReport> {
     let clock = Clock::start();
+    let hub = Hub::new(clock);
+    hub.layout.send_replace(layout_of(&config));
+    let http_cancel = CancellationToken::new();
+    let http = match config.http_listen {
+        Some(addr) => match ops::http::bind(addr).await {
+            Ok(l) => Some(tokio::spawn(ops::http::serve(
+                l,
+                hub.clone(),
+                http_cancel.clone(),
+            ))),
+            // Watching matters more than being watched: a taken port must not stop alerts.
+            Err(e) => {
+                tracing::error!(addr = %addr, error = %e, "cannot bind the http listener; running without /metrics and /health");
+                None
+            }
+        },
+        None => None,
+    };
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let cap = config.channel_capacity;
     let (line_tx, line_rx) = mpsc::channel::<Vec<Line>>(cap);
     let (event_tx, event_rx) = mpsc::channel::<CounterInput>(cap);
     let (alert_tx, alert_rx) = mpsc::channel(cap.max(256));
+    let (classifier_tx, classifier_rx) = mpsc::channel::<Classifier>(1);
 
     let mut srcs: Vec<SourceConfig> = config.sources.clone();
     // Stdin by default, unless the config only watches queues: such a daemon runs until a
@@ -124,106 +153,161 @@ pub async fn run(
     if srcs.is_empty() && config.queues.is_empty() {
         srcs.push(SourceConfig::stdin());
     }
-    let has_sources = !srcs.is_empty();
-    let mut classifier = Classifier::new(
-        config.patterns.clone(),
-        config.records,
-        config.max_label_values,
-    );
-    for s in &srcs {
-        if !s.multiline {
-            classifier.single_line(s.name.clone());
-        }
-    }
+    let mut has_sources = !srcs.is_empty();
+    let classifier = classifier_for(&config, &srcs);
 
-    let (stdin_srcs, file_srcs): (Vec<_>, Vec<_>) = srcs
+    let stdin_srcs: Vec<SourceConfig> = srcs
         .into_iter()
-        .partition(|s| s.input == SourceInput::Stdin);
+        .filter(|s| s.input == SourceInput::Stdin)
+        .collect();
+    let has_stdin = !stdin_srcs.is_empty();
     let failed = CancellationToken::new();
     for src in stdin_srcs {
         let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
+        let (hub, name) = (hub.clone(), src.name.clone());
+        hub.set_alive([&*name], true);
         tasks.spawn(async move {
             if let Err(e) = sources::stdin::run(tokio::io::stdin(), src, tx, cancel, clock).await {
                 tracing::error!(source = "stdin", error = %e, "cannot read stdin");
                 failed.cancel();
             }
+            hub.set_alive([&*name], false);
         });
     }
-    if !file_srcs.is_empty() {
-        let (tx, cancel, failed) = (line_tx.clone(), cancel.clone(), failed.clone());
-        let (tailer, state_dir) = (config.tailer.clone(), config.state_dir.clone());
-        tasks.spawn(async move {
-            if let Err(e) =
-                sources::file::run(file_srcs, tailer, state_dir, tx, cancel, clock).await
-            {
-                tracing::error!(error = %e, "file sources failed");
-                failed.cancel();
-            }
-        });
-    }
-    drop(line_tx); // The sources hold the only senders: classify ends when the last one stops.
+    let mut pipeline = Pipeline {
+        config,
+        hub: hub.clone(),
+        clock,
+        tasks: tasks.clone(),
+        cancel: cancel.clone(),
+        failed: failed.clone(),
+        line_tx,
+        event_tx,
+        classifier_tx,
+        files: None,
+        pollers: Vec::new(),
+        queues: Vec::new(),
+    };
+    pipeline.start_files(None);
+    pipeline.start_pollers(&[]);
+    tasks.close();
 
-    let guard = BackfillGuard::new(&config);
-    // Pollers are edge tasks like the sources, but outside `tasks`: they never end on their
-    // own, and the end of the sources (stdin EOF) must still drain the daemon.
-    let pollers: Vec<_> = config
-        .queues
-        .iter()
-        .map(|q| {
-            tokio::spawn(crate::queues::run(
-                q.clone(),
-                event_tx.clone(),
-                cancel.clone(),
-                clock,
-            ))
-        })
-        .collect();
+    let guard = BackfillGuard::new(&pipeline.config);
     let classify = tokio::spawn(classify_stage(
         classifier,
         line_rx,
-        event_tx,
+        pipeline.event_tx.clone(),
         opts.events,
         clock,
         guard,
+        ClassifyControl {
+            status: hub.classify.clone(),
+            reload: classifier_rx,
+        },
     ));
     let counters = tokio::spawn(counters::run(
-        config.rules.clone(),
-        config.max_series,
+        pipeline.config.rules.clone(),
+        pipeline.config.max_series,
         event_rx,
         alert_tx,
         clock,
+        hub.counters.clone(),
     ));
-    let notify_cfg = Arc::new(config.notify.clone());
+    let notify_cfg = Arc::new(pipeline.config.notify.clone());
+    let history = notify::new_history(&notify_cfg);
+    *hub.history.lock().unwrap_or_else(|e| e.into_inner()) = Some(history.clone());
     let notify = tokio::spawn(notify::run(
         NotifySetup {
-            history: notify::new_history(&notify_cfg),
+            history,
+            status: Some(hub.notify.clone()),
             cfg: notify_cfg,
-            state_dir: config.state_dir.clone(),
+            state_dir: pipeline.config.state_dir.clone(),
             stdout: opts
                 .stdout
                 .unwrap_or_else(|| Box::new(|| Box::new(std::io::stdout()))),
             clock,
-            grace: config.shutdown_grace,
+            grace: pipeline.config.shutdown_grace,
         },
         alert_rx,
     ));
-    tasks.close();
 
+    let mut hup = match opts
+        .reload
+        .as_ref()
+        .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
+    {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload disabled");
+            None
+        }
+        None => None,
+    };
     let sources_done = tasks.wait();
     tokio::pin!(sources_done);
-    tokio::select! {
-        () = &mut sources_done, if has_sources => tracing::debug!("all sources ended"),
-        () = shutdown => tracing::info!("shutdown requested, draining pipeline"),
-        () = failed.cancelled() => tracing::warn!("a source failed, draining pipeline"),
+    tokio::pin!(shutdown);
+    loop {
+        let hup_recv = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut sources_done, if has_sources => {
+                tracing::debug!("all sources ended");
+                break;
+            }
+            () = &mut shutdown => {
+                tracing::info!("shutdown requested, draining pipeline");
+                break;
+            }
+            () = failed.cancelled() => {
+                tracing::warn!("a source failed, draining pipeline");
+                break;
+            }
+            _ = hup_recv => {
+                if let Some(reload) = opts.reload.as_ref() {
+                    tracing::info!(signal = "SIGHUP", "reloading config");
+                    match reload() {
+                        Ok(new) => {
+                            pipeline.reload(new).await;
+                            // A reload that leaves no source (only queues) runs on until a
+                            // signal, like a queue-only start.
+                            has_sources = has_stdin || pipeline.files.is_some();
+                        }
+                        Err(e) => {
+                            hub.reload_failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(error = %format!("{e:#}"), "config reload rejected; the old config keeps running");
+                        }
+                    }
+                }
+            }
+        }
     }
     cancel.cancel();
-    let grace = config.shutdown_grace;
+    let grace = pipeline.config.shutdown_grace;
+    let Pipeline {
+        files,
+        pollers,
+        line_tx,
+        event_tx,
+        classifier_tx,
+        queues: mut reports,
+        ..
+    } = pipeline;
+    // Our own senders: classify ends when the sources' are gone, counters when classify's
+    // and the pollers' are.
+    drop((line_tx, event_tx, classifier_tx));
     let drained = tokio::time::timeout(grace, async {
+        if let Some((_, h, _)) = files {
+            // Its outcome was logged (and `failed` set) by the task itself.
+            let _ = h.await;
+        }
         sources_done.await;
         let classify = classify.await.context("classify stage panicked")?;
-        let mut queues = Vec::new();
         for p in pollers {
-            queues.push(p.await.context("queue poller panicked")?);
+            reports.push(p.handle.await.context("queue poller panicked")?);
         }
         let counters = counters.await.context("counters stage panicked")?;
         let notify = notify.await.context("notify stage panicked")?;
@@ -231,10 +315,15 @@ pub async fn run(
             classify,
             counters,
             notify,
-            queues,
+            queues: reports,
         })
     })
     .await;
+    http_cancel.cancel();
+    if let Some(h) = http {
+        // A listener that panicked changes nothing about the drain's result.
+        let _ = h.await;
+    }
     let report = match drained {
         Ok(r) => r?,
         Err(_) => anyhow::bail!("the pipeline did not drain within {grace:?}"),
@@ -245,6 +334,14 @@ pub async fn run(
     Ok(report)
 }
 
+/// What the classify stage publishes to and takes from the rest of the daemon.
+pub struct ClassifyControl {
+    /// Its counters, for `/metrics` (published per tick).
+    pub status: watch::Sender<ClassifyStats>,
+    /// A new classifier after a config reload.
+    pub reload: mpsc::Receiver<Classifier>,
+}
+
 /// The classify stage: lines → records/incidents → events, written to `--events` and sent on.
 pub async fn classify_stage(
     mut classifier: Classifier,
@@ -253,7 +350,9 @@ pub async fn classify_stage(
     mut events_out: Option<Box<dyn Write + Send>>,
     clock: Clock,
     guard: BackfillGuard,
+    control: ClassifyControl,
 ) -> ClassifyStats {
+    let ClassifyControl { status, mut reload } = control;
     let mut tick = tokio::time::interval(CLASSIFY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events_failed = false;
@@ -283,6 +382,14 @@ pub async fn classify_stage(
             },
             _ = tick.tick() => {
                 classifier.tick(clock.now(), &mut out);
+                status.send_replace(classifier.stats.clone());
+                true
+            }
+            Some(mut next) = reload.recv() => {
+                // Open records end with the old patterns; the counts carry on.
+                classifier.finish(&mut out);
+                next.stats = classifier.stats.clone();
+                classifier = next;
                 true
             }
         };
@@ -310,6 +417,7 @@ pub async fn classify_stage(
             break;
         }
     }
+    status.send_replace(classifier.stats.clone());
     classifier.stats.clone()
 }
 

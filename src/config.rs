@@ -126,7 +126,20 @@ struct RawConfig {
     replay: RawReplay,
     #[serde(default, with = "opt_duration")]
     shutdown_grace: Option<Duration>,
+    #[serde(default)]
+    http: RawHttp,
 }
+
+/// `[http]`: the operations listener.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+    enabled: Option<bool>,
+}
+
+/// The listener's default address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -355,6 +368,9 @@ pub struct Config {
     pub replay: ReplayConfig,
     /// How long a drain may take on SIGTERM or end of input. Default: 10s.
     pub shutdown_grace: Duration,
+    /// Where the HTTP listener (`/metrics`, `/health`, `/status`, `/`) binds; `None` when
+    /// `[http] enabled = false`. Default: 127.0.0.1:9898.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -626,6 +642,18 @@ impl Config {
                 year: raw.replay.year,
             },
             shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+            http_listen: match raw.http.enabled {
+                Some(false) => None,
+                _ => {
+                    let a = raw.http.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+                    Some(a.parse().map_err(|_| {
+                        inv(
+                            "http.listen".into(),
+                            format!("expected an address like 127.0.0.1:9898, got {a:?}"),
+                        )
+                    })?)
+                }
+            },
         })
     }
 }

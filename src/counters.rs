@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::event::{Event, Labels, Ts};
+use crate::ops::{Activity, CountersSnapshot};
 use crate::queues::{Health, Metric, SampleBatch};
 use crate::rules::{Alert, RuleEngine, RuleSpec};
 use crate::window::RollingCount;
@@ -33,6 +34,13 @@ pub enum CounterInput {
     Samples(SampleBatch),
     /// A queue source went down or came back.
     Health(Health),
+    /// A config reload: the new rules (state is kept for unchanged ones).
+    Reload {
+        /// The new rules.
+        rules: Vec<RuleSpec>,
+        /// The new series cap.
+        max_series: usize,
+    },
 }
 
 /// Lines read from one source (with one label set) in one batch.
@@ -130,15 +138,17 @@ impl Context {
     }
 }
 
-/// Runs until `rx` closes.
+/// Runs until `rx` closes, publishing a [`CountersSnapshot`] to `status` once per tick.
 pub async fn run(
     rules: Vec<RuleSpec>,
     max_series: usize,
     mut rx: mpsc::Receiver<CounterInput>,
     tx: mpsc::Sender<Alert>,
     clock: Clock,
+    status: watch::Sender<CountersSnapshot>,
 ) -> CountersReport {
     let mut engine = RuleEngine::new(rules, max_series);
+    let mut activity = Activity::default();
     let mut report = CountersReport::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,10 +164,12 @@ pub async fn run(
             Some(Some(CounterInput::Events { events, lines })) => {
                 for l in &lines {
                     engine.observe_lines(&l.source, &l.labels, l.at);
+                    activity.lines(l);
                 }
                 for ev in &events {
                     *report.per_kind.entry(ev.kind.to_string()).or_default() += 1;
                     context.event(ev);
+                    activity.event(ev);
                     engine.observe(ev, &mut out);
                 }
                 engine.evaluate_touched(clock.now(), &mut out);
@@ -165,15 +177,31 @@ pub async fn run(
             Some(Some(CounterInput::Samples(batch))) => {
                 report.samples += batch.samples.len() as u64;
                 context.samples(&batch);
+                activity.samples(&batch);
                 engine.observe_samples(&batch);
                 engine.evaluate_touched(clock.now(), &mut out);
+            }
+            Some(Some(CounterInput::Reload { rules, max_series })) => {
+                let (names, total) = (rules.len(), engine.specs().count());
+                let (e, kept) = engine.reconfigure(rules, max_series);
+                engine = e;
+                tracing::info!(
+                    rules = names,
+                    kept = kept.len(),
+                    before = total,
+                    "rules reloaded; unchanged rules keep their windows and alert state"
+                );
+                engine.evaluate(clock.now(), &mut out);
             }
             Some(Some(CounterInput::Health(h))) => {
                 engine.observe_health(&h);
                 engine.evaluate_touched(clock.now(), &mut out);
             }
             Some(None) => break,
-            None => engine.evaluate(clock.now(), &mut out), // time moves every window
+            None => {
+                engine.evaluate(clock.now(), &mut out); // time moves every window
+                publish(&status, &activity, &engine, &report, clock.now());
+            }
         }
         if !out.is_empty() {
             let ctx = context.describe(clock.now());
@@ -195,5 +223,23 @@ pub async fn run(
         let _ = tx.send(a).await;
     }
     report.series_overflow = engine.overflowed;
+    publish(&status, &activity, &engine, &report, clock.now());
     report
+}
+
+/// Sends the status snapshot (once per tick: never per event).
+fn publish(
+    status: &watch::Sender<CountersSnapshot>,
+    activity: &Activity,
+    engine: &RuleEngine,
+    report: &CountersReport,
+    now: Ts,
+) {
+    let mut snap = activity.snapshot(now);
+    snap.alerts = engine.active();
+    snap.windows = engine.windows(now, crate::ops::STATUS_WINDOWS);
+    snap.series = engine.series();
+    snap.series_overflow = engine.overflowed;
+    snap.alert_changes = report.alerts;
+    status.send_replace(snap);
 }

@@ -19,11 +19,14 @@
 //! - [`queues`]: Redis queue-depth polling (keys, SCAN globs, Celery/RQ/Sidekiq/BullMQ
 //!   presets) → samples for the counters.
 //! - [`counters`]: the task that owns windows and rules and emits alert changes.
-//! - [`notify`]: receivers (stdout) and delivery.
+//! - [`notify`]: routing, grouping, rate limits and delivery (stdout, Slack, email, webhook).
 //! - [`replay`]: timestamps in log lines and the simulated clock behind `logwarden replay`.
 //! - [`clock`]: the daemon clock (monotonic, in wall-clock milliseconds).
 //! - [`config`]: TOML → validated `Config`.
-//! - [`app`]: wires the stages together and drains them on shutdown.
+//! - [`app`]: wires the stages together, reloads them on SIGHUP and drains them on shutdown.
+//! - [`reload`]: what SIGHUP restarts and what it keeps.
+//! - [`ops`]: what the stages publish about themselves, and the HTTP listener serving it
+//!   (`/metrics`, `/health`, `/status`, the dashboard).
 #![warn(missing_docs)]
 
 pub mod app;
@@ -33,8 +36,10 @@ pub mod config;
 pub mod counters;
 pub mod event;
 pub mod notify;
+pub mod ops;
 pub mod queues;
 pub mod records;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod sources;

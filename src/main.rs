@@ -13,7 +13,8 @@ use logwarden::classify::{self, PatternSet};
 use logwarden::config::{Config, ConfigError, Format, ReceiverKind, SourceConfig, StartAt};
 use logwarden::{app, notify, replay};
 
-/// Watches job workers through their logs and tells people when something is wrong.
+/// Watches job workers through their logs and Redis queues and tells people when something
+/// is wrong.
 ///
 /// With no arguments, reads a log on stdin with the built-in pattern pack and rules and
 /// prints alerts on stdout:   some-worker 2>&1 | logwarden
@@ -23,17 +24,33 @@ use logwarden::{app, notify, replay};
     version,
     about,
     long_about,
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     run: RunArgs,
-    /// Log format of logwarden's own diagnostics on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    /// Format of logwarden's own logs on stderr: text, or json (one object per line, for
+    /// journald or a log shipper).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
 }
+
+const AFTER_HELP: &str = "\
+Examples:
+  some-worker 2>&1 | logwarden                      watch a pipe; exits 0 when it ends
+  logwarden run -c /etc/logwarden/logwarden.toml    run as a daemon (see config/logwarden.service)
+  logwarden check -c logwarden.toml                 validate a config before deploying it
+  logwarden replay -c logwarden.toml worker.log     show what would have fired, and when
+
+Signals: SIGTERM and SIGINT drain (evaluate once more, flush pending notifications, write
+checkpoints and state within shutdown_grace) and exit 0; SIGHUP reloads the config (an
+invalid one is rejected and the running one kept).
+HTTP (127.0.0.1:9898 unless --listen, [http] or --no-http): / dashboard, /metrics,
+/health, /status.
+Exit codes: 0 done, 1 runtime failure, 2 bad config or usage. RUST_LOG=debug logs more.";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -81,7 +98,7 @@ enum Command {
     },
 }
 
-#[derive(Args, Default)]
+#[derive(Args, Default, Clone)]
 struct RunArgs {
     /// Config file (default: built-in pattern pack and rules, stdin, stdout receiver).
     #[arg(long, short)]
@@ -98,6 +115,13 @@ struct RunArgs {
     /// Read files without a checkpoint from their beginning instead of their end.
     #[arg(long)]
     from_beginning: bool,
+    /// Serve /metrics, /health, /status and the dashboard on ADDR (overrides `[http] listen`;
+    /// default 127.0.0.1:9898).
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    listen: Option<std::net::SocketAddr>,
+    /// Do not start the HTTP listener.
+    #[arg(long)]
+    no_http: bool,
     /// Files or globs to tail, in addition to the config's sources.
     #[arg(value_name = "PATH")]
     paths: Vec<String>,
@@ -257,7 +281,9 @@ fn open_output(path: &str) -> anyhow::Result<Box<dyn Write + Send>> {
     Ok(Box::new(std::io::BufWriter::new(f)))
 }
 
-fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
+/// The config of `run`: the file (or the embedded defaults) with the command line's
+/// overrides applied. SIGHUP calls it again.
+fn run_config(args: &RunArgs) -> anyhow::Result<Config> {
     let mut config = load(args.config.as_deref())?;
     config
         .sources
@@ -267,8 +293,14 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             s.start_at = StartAt::Beginning;
         }
     }
-    if let Some(dir) = args.state_dir {
-        config.state_dir = Some(dir);
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = Some(dir.clone());
+    }
+    if args.listen.is_some() {
+        config.http_listen = args.listen;
+    }
+    if args.no_http {
+        config.http_listen = None;
     }
     if let Some(f) = args.format {
         let format = match f {
@@ -281,7 +313,14 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(config)
+}
+
+fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
+    let config = run_config(&args)?;
     let events = args.events.as_deref().map(open_output).transpose()?;
+    let again = args.clone();
+    let reload: app::Reload = Box::new(move || run_config(&again));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -292,6 +331,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         app::RunOptions {
             events,
             stdout: None,
+            reload: Some(reload),
         },
         shutdown_signal(),
     ));

@@ -187,7 +187,8 @@ impl RuleSpec {
         }
     }
 
-    fn type_name(&self) -> &'static str {
+    /// The rule's `type` as written in TOML (`count`, `ratio`, …).
+    pub fn type_name(&self) -> &'static str {
         match self.kind {
             RuleKind::Count { .. } => "count",
             RuleKind::Ratio { .. } => "ratio",
@@ -640,6 +641,29 @@ pub struct ActiveAlert {
     pub severity: Severity,
 }
 
+/// The current content of one count or ratio window, for `/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowView {
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Group labels.
+    pub labels: Labels,
+    /// Span of the window, in seconds.
+    pub window_secs: u64,
+    /// Matching events in the window.
+    pub count: u64,
+    /// Ratio rules: events of the denominator kinds in the window.
+    pub total: Option<u64>,
+    /// The value compared with the threshold (count, or count / total).
+    pub value: f64,
+    /// `>`, `>=`, `<` or `<=`.
+    pub op: &'static str,
+    /// The threshold.
+    pub threshold: f64,
+    /// `inactive`, `pending` or `firing`.
+    pub state: &'static str,
+}
+
 /// All rules and their per-group windows and alert state.
 pub struct RuleEngine {
     rules: Vec<RuleState>,
@@ -680,6 +704,29 @@ impl RuleEngine {
             silent,
             started: None,
         }
+    }
+
+    /// An engine for `specs` that keeps the windows and alert state of every rule of `self`
+    /// whose spec is unchanged (a config reload). Changed rules start afresh; removed rules
+    /// are dropped with their state. Returns the engine and the names of the kept rules.
+    pub fn reconfigure(
+        mut self,
+        specs: Vec<RuleSpec>,
+        max_series: usize,
+    ) -> (RuleEngine, Vec<Arc<str>>) {
+        let mut new = RuleEngine::new(specs, max_series);
+        let mut kept = Vec::new();
+        for r in &mut new.rules {
+            if let Some(old) = self.rules.iter_mut().find(|o| o.spec == r.spec) {
+                r.groups = std::mem::take(&mut old.groups);
+                kept.push(r.spec.name.clone());
+            }
+        }
+        new.series = new.rules.iter().map(|r| r.groups.len()).sum();
+        kept.extend(new.signals.adopt(&mut self.signals));
+        new.started = self.started;
+        new.overflowed = self.overflowed;
+        (new, kept)
     }
 
     /// Lines read from `source` at `at` (one call per batch and label set), for `absent`
@@ -933,6 +980,47 @@ impl RuleEngine {
         out
     }
 
+    /// The windows of count and ratio rules at `now` (at most `limit`, in rule order).
+    pub fn windows(&self, now: Ts, limit: usize) -> Vec<WindowView> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let spec = &rule.spec;
+            let Some(window) = spec.window() else {
+                continue;
+            };
+            let mut groups: Vec<&Group> = rule.groups.values().collect();
+            groups.sort_by(|a, b| a.labels.cmp(&b.labels));
+            for g in groups {
+                if out.len() >= limit {
+                    return out;
+                }
+                let count = g.num.sum(now);
+                let total = g.den.as_ref().map(|d| d.sum(now));
+                let value = match total {
+                    Some(0) => 0.0,
+                    Some(t) => count as f64 / t as f64,
+                    None => count as f64,
+                };
+                out.push(WindowView {
+                    rule: spec.name.clone(),
+                    labels: g.labels.clone(),
+                    window_secs: window.as_secs(),
+                    count,
+                    total,
+                    value,
+                    op: spec.op.as_str(),
+                    threshold: spec.threshold,
+                    state: match g.phase {
+                        Phase::Inactive => "inactive",
+                        Phase::Pending { .. } => "pending",
+                        Phase::Firing { .. } => "firing",
+                    },
+                });
+            }
+        }
+        out
+    }
+
     /// (rule, group) windows held now.
     pub fn series(&self) -> usize {
         self.series + self.signals.series()
@@ -1001,6 +1089,25 @@ mod tests {
             vec![(AlertState::Resolved, "crash-frequency".into())]
         );
         assert!(run(&mut e, &[], 61).is_empty());
+    }
+
+    #[test]
+    fn reconfigure_keeps_state_of_unchanged_rules_only() {
+        let mut changed = count_rule(5.0);
+        changed.name = "other".into();
+        let mut e = RuleEngine::new(vec![count_rule(1.0), changed.clone()], 100);
+        let got = run(&mut e, &[ev("crash", 0, &[]), ev("crash", 1, &[])], 1);
+        assert_eq!(got, vec![(AlertState::Firing, "crash-frequency".into())]);
+        changed.threshold = 1.0;
+        let (mut e, kept) = e.reconfigure(vec![count_rule(1.0), changed], 100);
+        assert_eq!(kept, vec![Arc::<str>::from("crash-frequency")]);
+        assert_eq!(e.active().len(), 1, "the firing alert is kept");
+        // No second Firing for the kept alert; the changed rule starts with empty windows.
+        assert!(run(&mut e, &[], 2).is_empty());
+        assert_eq!(
+            run(&mut e, &[], 60),
+            vec![(AlertState::Resolved, "crash-frequency".into())]
+        );
     }
 
     #[test]

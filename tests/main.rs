@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod corpus;
 mod notify;
+mod ops;
 mod queues;
 mod tail;
 mod tail_hostile;

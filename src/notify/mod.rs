@@ -129,6 +129,8 @@ pub struct NotifySetup {
     pub clock: Clock,
     /// Drain deadline.
     pub grace: Duration,
+    /// Where the held groups are published for `/status` (once per loop).
+    pub status: Option<tokio::sync::watch::Sender<crate::ops::NotifySnapshot>>,
 }
 
 /// A fresh shared history for `cfg`.
@@ -146,6 +148,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         history,
         clock,
         grace,
+        status,
     } = setup;
     let mut d = Dispatcher::new(cfg.clone());
     if let Some(dir) = &state_dir {
@@ -203,7 +206,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
     let mut stats = NotifyStats::default();
     let mut last_save = std::time::Instant::now();
     let mut dirty = false;
-    let mut saver = Saver::default();
+    let mut save_failing = false;
     loop {
         let now = clock.now();
         let wait = d
@@ -233,10 +236,13 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         };
         let t = d.tick(clock.now(), !open);
         dirty |= dispatch(t, &outboxes, &history, &mut stats);
+        if let Some(s) = &status {
+            s.send_replace(snapshot(&d.notifier));
+        }
         if let Some(dir) = &state_dir {
             let hist_dirty = history.lock().expect("history lock").dirty;
             if (dirty || hist_dirty) && (last_save.elapsed() >= Duration::from_secs(1) || !open) {
-                saver.save(dir, &d, &history);
+                save(dir, &d, &history, &mut save_failing);
                 last_save = std::time::Instant::now();
                 dirty = false;
             }
@@ -259,7 +265,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         workers.abort_all();
     }
     if let Some(dir) = &state_dir {
-        saver.save(dir, &d, &history);
+        save(dir, &d, &history, &mut save_failing);
     }
     let h = history.lock().expect("history lock");
     for c in h.counts.values() {
@@ -314,40 +320,51 @@ fn dispatch(
     any
 }
 
-/// Saves the notification state, logging a failure once per episode (read-only or full
-/// `state_dir`) and the recovery, and counting the failed writes.
-#[derive(Default)]
-struct Saver {
-    failing: bool,
-    failures: u64,
+/// Saves the state; a failure is logged when saving starts failing and when it works again.
+fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory, failing: &mut bool) {
+    let snap = {
+        let mut h = history.lock().expect("history lock");
+        h.dirty = false;
+        state::snapshot(d.notifier.config(), d.notifier.groups(), &h)
+    };
+    match state::save(dir, &snap) {
+        Ok(()) if std::mem::take(failing) => {
+            tracing::info!(dir = %dir.display(), "notification state is saved again")
+        }
+        Ok(()) => {}
+        Err(e) if !*failing => {
+            *failing = true;
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot save notification state; retrying");
+        }
+        Err(_) => {}
+    }
 }
 
-impl Saver {
-    fn save(&mut self, dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory) {
-        let snap = {
-            let h = history.lock().expect("history lock");
-            state::snapshot(d.notifier.config(), d.notifier.groups(), &h)
-        };
-        match state::save(dir, &snap) {
-            Ok(()) => {
-                history.lock().expect("history lock").dirty = false;
-                if self.failing {
-                    tracing::info!(dir = %dir.display(), failed_writes = self.failures,
-                        "notification state is saved again");
-                    self.failing = false;
-                    self.failures = 0;
-                }
-            }
-            Err(e) => {
-                self.failures += 1;
-                if !self.failing {
-                    tracing::warn!(dir = %dir.display(), error = %e,
-                        "cannot save notification state; notifying goes on, a restart may re-send");
-                    self.failing = true;
-                }
-            }
-        }
-    }
+/// The groups `n` holds, for `/status`.
+fn snapshot(n: &Notifier) -> crate::ops::NotifySnapshot {
+    let cfg = n.config();
+    let mut groups: Vec<crate::ops::PendingGroup> = n
+        .groups()
+        .iter()
+        .filter(|(_, g)| !g.members.is_empty())
+        .map(|((r, labels), g)| crate::ops::PendingGroup {
+            receiver: cfg
+                .receivers
+                .get(*r)
+                .map(|rc| rc.name.clone())
+                .unwrap_or_default(),
+            labels: labels.clone(),
+            alerts: g
+                .members
+                .keys()
+                .map(|(rule, l)| format!("{rule}{l}"))
+                .collect(),
+            unsent: g.members.values().filter(|m| m.pending.is_some()).count(),
+            next_flush: g.next_flush,
+        })
+        .collect();
+    groups.sort_by(|a, b| (&a.receiver, &a.labels).cmp(&(&b.receiver, &b.labels)));
+    crate::ops::NotifySnapshot { groups }
 }
 
 /// A writer that always fails: stands in for a receiver that could not be set up.

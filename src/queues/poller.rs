@@ -595,12 +595,13 @@ pub struct PollerReport {
 }
 
 /// The poller task: polls every `interval` until `cancel`, sending samples and health
-/// transitions to `tx`.
+/// transitions to `tx`, and its state after every poll to `hub` (for `/health`, `/metrics`).
 pub async fn run(
     cfg: QueueConfig,
     tx: mpsc::Sender<CounterInput>,
     cancel: CancellationToken,
     clock: Clock,
+    hub: std::sync::Arc<crate::ops::Hub>,
 ) -> PollerReport {
     let name = cfg.name.clone();
     let url = cfg.redacted_url();
@@ -619,6 +620,7 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let now = clock.now();
+        let started = Instant::now();
         let result = match con.as_mut() {
             Some(c) => poll_cancellable(&mut poller, c, now, &cancel).await,
             None => match poller.connect() {
@@ -631,6 +633,8 @@ pub async fn run(
             },
         };
         let Some(result) = result else { break };
+        let latency = started.elapsed().as_secs_f64();
+        publish(&hub, &name, &poller.stats, now, latency, &result);
         let health = match result {
             Ok(samples) => {
                 poller.stats.polls += 1;
@@ -697,6 +701,41 @@ pub async fn run(
         name: name.to_string(),
         stats: poller.stats,
     }
+}
+
+/// Records one poll's outcome in the hub (once per poll).
+fn publish(
+    hub: &crate::ops::Hub,
+    name: &str,
+    stats: &PollStats,
+    now: Ts,
+    latency: f64,
+    result: &Result<Vec<Sample>, String>,
+) {
+    hub.queue(name, |q| {
+        q.last_attempt = Some(now);
+        q.key_errors = stats.key_errors;
+        match result {
+            Ok(samples) => {
+                q.up = Some(true);
+                q.last_ok = Some(now);
+                q.last_error = None;
+                q.latency_seconds = Some(latency);
+                q.polls = stats.polls + 1;
+                q.failed = stats.failed;
+                q.series = samples
+                    .iter()
+                    .map(|s| (s.labels.clone(), s.metric.as_str(), s.value))
+                    .collect();
+            }
+            Err(e) => {
+                q.up = Some(false);
+                q.last_error = Some(e.clone());
+                q.polls = stats.polls;
+                q.failed = stats.failed + 1;
+            }
+        }
+    });
 }
 
 /// A poll that gives up at once when shutdown starts (`None`).

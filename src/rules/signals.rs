@@ -167,6 +167,27 @@ impl Signals {
         }
     }
 
+    /// Takes over the state of `old`'s rules whose spec equals one of ours (a config
+    /// reload); `all` rules keep their groups but their components are resolved anew.
+    /// Returns the names of the rules taken over.
+    pub(super) fn adopt(&mut self, old: &mut Signals) -> Vec<Arc<str>> {
+        let mut kept = Vec::new();
+        for r in &mut self.rules {
+            let Some(o) = old.rules.iter_mut().find(|o| o.spec == r.spec) else {
+                continue;
+            };
+            match (&mut r.state, &mut o.state) {
+                (State::All { groups, .. }, State::All { groups: old, .. }) => {
+                    *groups = std::mem::take(old);
+                }
+                (new, old) => std::mem::swap(new, old),
+            }
+            kept.push(r.spec.name.clone());
+        }
+        self.generation = old.generation;
+        kept
+    }
+
     /// Windows held (for the series count).
     pub(super) fn series(&self) -> usize {
         self.rules

@@ -94,7 +94,7 @@
 //! Nothing here stops the tailer; each failure is **logged once per episode** (when a path
 //! starts failing, and `info` when it works again), **counted per attempt** in
 //! [`TailerStats`], and retried on every poll tick. The totals are logged when the tailer
-//! stops (`tailer stopped files=… errors=… watch_errors=…`); `/metrics` will carry them live.
+//! stops (`tailer stopped files=… errors=… watch_errors=…`); `/metrics` carries them live.
 //!
 //! | input | handling | test (`tests/tail_hostile.rs` unless noted) |
 //! |---|---|---|
@@ -170,6 +170,25 @@ pub async fn run_with_stats(
     clock: Clock,
     stats: Option<watch::Sender<TailerStats>>,
 ) -> std::io::Result<()> {
+    run_resuming(sources, cfg, state_dir, tx, cancel, clock, stats, None)
+        .await
+        .map(|_| ())
+}
+
+/// [`run_with_stats`], starting from `resume` (instead of the checkpoint file) when given,
+/// and returning the final checkpoints: a config reload hands them from the old tailer to
+/// the new one, so it resumes exactly even without a `state_dir`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_resuming(
+    sources: Vec<SourceConfig>,
+    cfg: TailerConfig,
+    state_dir: Option<PathBuf>,
+    tx: mpsc::Sender<Vec<Line>>,
+    cancel: CancellationToken,
+    clock: Clock,
+    stats: Option<watch::Sender<TailerStats>>,
+    resume: Option<Vec<Checkpoint>>,
+) -> std::io::Result<Vec<Checkpoint>> {
     let (store, saved) = match &state_dir {
         Some(dir) => {
             let (s, saved) = CheckpointStore::open(dir).map_err(|e| {
@@ -179,6 +198,7 @@ pub async fn run_with_stats(
         }
         None => (None, Vec::new()),
     };
+    let saved = resume.unwrap_or(saved);
     let mut core = Tailer::new(&sources, &cfg, saved)?;
     let wake = Arc::new(Notify::new());
     let rescan = Arc::new(AtomicBool::new(true));
@@ -189,7 +209,9 @@ pub async fn run_with_stats(
     let mut next_poll = Instant::now();
     let mut next_ckpt = Instant::now() + cfg.checkpoint_interval;
     let mut pending: Option<(Instant, Vec<Checkpoint>)> = None;
-    let mut saved = Saved::default();
+    let mut saved: Vec<Checkpoint> = Vec::new();
+    let (mut writes, mut failing) = (0u64, false);
+    let mut write_errors = 0u64;
     loop {
         let stopping = cancel.is_cancelled();
         let t = Instant::now();
@@ -211,8 +233,8 @@ pub async fn run_with_stats(
         core = c;
         if !send_batches(&tx, lines).await {
             // Downstream gone: shutting down.
-            log_stopped(&stats_of(&core, &dirs));
-            return Ok(());
+            log_stopped(&stats_of(&core, &dirs, (writes, write_errors)));
+            return Ok(core.checkpoints());
         }
         if full {
             // A directory watched only now may have changed between the scan and the watch:
@@ -221,7 +243,7 @@ pub async fn run_with_stats(
                 rescan.store(true, Ordering::SeqCst);
             }
             if let Some(s) = &stats {
-                s.send_replace(stats_of(&core, &dirs));
+                s.send_replace(stats_of(&core, &dirs, (writes, write_errors)));
             }
         }
         if stopping {
@@ -233,7 +255,11 @@ pub async fn run_with_stats(
                 && tx.capacity() == tx.max_capacity();
             if ready {
                 if let Some((_, cps)) = pending.take() {
-                    save(store, &cps, &mut saved).await;
+                    match save(store, &cps, &mut saved, &mut failing).await {
+                        Some(true) => writes += 1,
+                        Some(false) => write_errors += 1,
+                        None => {}
+                    }
                 }
             }
             if pending.is_none() && t >= next_ckpt {
@@ -256,23 +282,33 @@ pub async fn run_with_stats(
         }
     }
     if let Some(store) = &store {
-        save(store, &core.checkpoints(), &mut saved).await;
+        match save(store, &core.checkpoints(), &mut saved, &mut failing).await {
+            Some(true) => writes += 1,
+            Some(false) => write_errors += 1,
+            None => {}
+        }
     }
-    log_stopped(&stats_of(&core, &dirs));
-    Ok(())
+    let last = stats_of(&core, &dirs, (writes, write_errors));
+    log_stopped(&last);
+    if let Some(s) = &stats {
+        s.send_replace(last);
+    }
+    Ok(core.checkpoints())
 }
 
 /// The core's counters plus the watcher's.
-fn stats_of(core: &Tailer, dirs: &DirWatcher) -> TailerStats {
+fn stats_of(core: &Tailer, dirs: &DirWatcher, checkpoints: (u64, u64)) -> TailerStats {
     TailerStats {
         watched_dirs: dirs.watched.len(),
         unwatched_dirs: dirs.unwatched,
         watch_errors: dirs.errors,
+        checkpoint_writes: checkpoints.0,
+        checkpoint_errors: checkpoints.1,
         ..core.stats()
     }
 }
 
-/// One line with the totals when the tailer stops (`/metrics` will carry them live).
+/// One line with the totals when the tailer stops (`/metrics` carries them live).
 fn log_stopped(s: &TailerStats) {
     let sum = |f: fn(&FileStats) -> u64| s.files.iter().map(f).sum::<u64>();
     tracing::info!(
@@ -306,41 +342,35 @@ async fn send_batches(tx: &mpsc::Sender<Vec<Line>>, mut lines: Vec<Line>) -> boo
     true
 }
 
-/// The last checkpoints written, and whether writing is failing (logged once per episode:
-/// a read-only or full `state_dir` must not log every checkpoint interval).
-#[derive(Default)]
-struct Saved {
-    last: Vec<Checkpoint>,
-    failing: bool,
-    failures: u64,
-}
-
-async fn save(store: &Arc<CheckpointStore>, cps: &[Checkpoint], saved: &mut Saved) {
-    if cps == saved.last.as_slice() && !saved.failing {
-        return;
+/// Writes `cps` unless they equal the last written ones (`None`); `Some(written)` otherwise.
+/// A failure is logged when writing starts failing and when it works again, not per attempt.
+async fn save(
+    store: &Arc<CheckpointStore>,
+    cps: &[Checkpoint],
+    last: &mut Vec<Checkpoint>,
+    failing: &mut bool,
+) -> Option<bool> {
+    if cps == last.as_slice() {
+        return None;
     }
     let (s, v) = (store.clone(), cps.to_vec());
     let res = tokio::task::spawn_blocking(move || s.save(&v)).await;
-    let err = match res {
+    match res {
         Ok(Ok(())) => {
-            saved.last = cps.to_vec();
-            if saved.failing {
-                tracing::info!(file = %store.path().display(), failed_writes = saved.failures,
-                    "checkpoints are written again");
-                saved.failing = false;
-                saved.failures = 0;
+            *last = cps.to_vec();
+            if std::mem::take(failing) {
+                tracing::info!(file = %store.path().display(), "checkpoints are written again");
             }
-            return;
+            return Some(true);
         }
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => format!("checkpoint writer panicked: {e}"),
-    };
-    saved.failures += 1;
-    if !saved.failing {
-        tracing::warn!(file = %store.path().display(), error = %err,
-            "cannot write checkpoints; tailing goes on, a restart may re-read lines");
-        saved.failing = true;
+        Ok(Err(e)) if !*failing => {
+            tracing::warn!(file = %store.path().display(), error = %e, "cannot write checkpoints; retrying every interval");
+        }
+        Err(e) if !*failing => tracing::warn!(error = %e, "checkpoint writer panicked"),
+        _ => {}
     }
+    *failing = true;
+    Some(false)
 }
 
 /// Watches directories (never files: a file watch follows the inode after a rename) and turns

@@ -58,6 +58,10 @@ pub struct FileStats {
     /// rotated `app.log.1.gz` matched by `app.log*`). It is tailed anyway, as bytes; this is
     /// logged once per path.
     pub binary: bool,
+    /// Inode of the newest file opened under this path (0 before it is read).
+    pub inode: u64,
+    /// Its size at the last read: `size - offset` is how far the tailer lags behind.
+    pub size: u64,
 }
 
 /// Counters of the whole tailer, for `/metrics` and `/status`.
@@ -80,6 +84,10 @@ pub struct TailerStats {
     /// Failed attempts to start inotify or to add a watch (counted per attempt; logged once
     /// per episode).
     pub watch_errors: u64,
+    /// Checkpoint files written (set by the async shell; 0 from the core).
+    pub checkpoint_writes: u64,
+    /// Failed checkpoint writes (logged once per episode; set by the async shell).
+    pub checkpoint_errors: u64,
 }
 
 struct TailFile {
@@ -742,6 +750,8 @@ fn read_file(
         f.fp = Fingerprint::of(&f.file, known)?;
     }
     st.offset = f.line_start;
+    st.inode = md.ino();
+    st.size = size;
     Ok(hit)
 }
 
