@@ -4,8 +4,11 @@
 mod cli;
 mod common;
 mod corpus;
+mod fuzz_regressions;
+mod limits;
 mod notify;
 mod queues;
+mod security;
 mod tail;
 mod tail_hostile;
 mod tail_run;
