@@ -23,7 +23,11 @@ fn replay(dir: &str, target: &str, check: fn(&[u8])) -> usize {
     for f in &files {
         let data = std::fs::read(f).expect("read fuzz input");
         let outcome = std::panic::catch_unwind(|| check(&data));
-        assert!(outcome.is_ok(), "fuzz target {target} fails on {}", f.display());
+        assert!(
+            outcome.is_ok(),
+            "fuzz target {target} fails on {}",
+            f.display()
+        );
     }
     files.len()
 }
@@ -34,7 +38,10 @@ fn target(name: &str) {
         .iter()
         .find(|(n, _)| *n == name)
         .expect("a fuzz target");
-    assert!(replay("corpus", name, *check) > 0, "fuzz/corpus/{name} is empty");
+    assert!(
+        replay("corpus", name, *check) > 0,
+        "fuzz/corpus/{name} is empty"
+    );
     replay("regressions", name, *check);
 }
 

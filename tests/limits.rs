@@ -53,8 +53,14 @@ fn pack_of_5000_patterns_loads_and_classifies() {
     for i in (0..N).step_by(97).chain([N - 1]) {
         let l = format!("2026-11-23 worker job-{i}-done after 12ms");
         let won = set.classify(l.as_bytes(), &mut scratch);
-        assert_eq!(won.map(|w| &*set.patterns()[w].name), Some(&*format!("p{i}")));
-        assert_eq!(set.extract(won.unwrap(), l.as_bytes(), &mut scratch).value, Some(12.0));
+        assert_eq!(
+            won.map(|w| &*set.patterns()[w].name),
+            Some(&*format!("p{i}"))
+        );
+        assert_eq!(
+            set.extract(won.unwrap(), l.as_bytes(), &mut scratch).value,
+            Some(12.0)
+        );
     }
     let l = b"job-99999-done after 1ms";
     let won = set.classify(l, &mut scratch).unwrap();

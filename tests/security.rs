@@ -57,14 +57,21 @@ fn config_readable_by_everyone_with_inline_secrets_is_warned_about() {
     );
     assert!(err.contains("queue[0]"), "{err}");
     for text in [&err, &stdout(&out)] {
-        assert!(!text.contains(HOOK_TOKEN) && !text.contains(REDIS_PASSWORD), "{text}");
+        assert!(
+            !text.contains(HOOK_TOKEN) && !text.contains(REDIS_PASSWORD),
+            "{text}"
+        );
     }
 
     // The same file, readable by its owner only: no warning.
     let closed = write_config(dir.path(), "closed.toml", &inline_secrets(), 0o600);
     let out = check(&closed);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("readable by every user"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("readable by every user"),
+        "{}",
+        stderr(&out)
+    );
 
     // Readable by everyone, but the secrets come from the environment: nothing to warn about.
     let from_env = write_config(
@@ -76,7 +83,11 @@ fn config_readable_by_everyone_with_inline_secrets_is_warned_about() {
     );
     let out = check(&from_env);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("readable by every user"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("readable by every user"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -133,7 +144,9 @@ fn secrets_never_appear_in_logs_errors_or_events() {
     let bad = write_config(
         dir.path(),
         "bad.toml",
-        &format!("[[receiver]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"ftp://h/{HOOK_TOKEN}\"\n"),
+        &format!(
+            "[[receiver]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"ftp://h/{HOOK_TOKEN}\"\n"
+        ),
         0o600,
     );
     let out = check(&bad);

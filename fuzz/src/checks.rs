@@ -64,7 +64,10 @@ pub fn pack(data: &[u8]) {
     let set = match parse_pack("fuzz.toml", text).and_then(|p| PatternSet::compile(&[p], &[])) {
         Ok(set) => set,
         Err(e) => {
-            assert!(e.to_string().contains("fuzz.toml"), "error without file: {e}");
+            assert!(
+                e.to_string().contains("fuzz.toml"),
+                "error without file: {e}"
+            );
             return;
         }
     };
@@ -99,7 +102,10 @@ pub fn classify(data: &[u8]) {
             assert!(i < set.patterns().len());
             let x = set.extract(i, line, &mut scratch);
             for (_, v) in x.labels.iter() {
-                assert!(v.len() <= logwarden::classify::MAX_LABEL_VALUE, "label {v:?}");
+                assert!(
+                    v.len() <= logwarden::classify::MAX_LABEL_VALUE,
+                    "label {v:?}"
+                );
             }
         }
     }
@@ -118,7 +124,7 @@ pub fn classify(data: &[u8]) {
 /// at the line cap and flagged when it was cut, whatever the chunking; the buffer stays within
 /// the cap.
 pub fn splitter(data: &[u8]) {
-    let [cap_byte, chunk_seed @ .., ] = data else {
+    let [cap_byte, chunk_seed @ ..] = data else {
         return;
     };
     let cap = usize::from(cap_byte % 64) + 1;
@@ -128,10 +134,16 @@ pub fn splitter(data: &[u8]) {
     let mut rest = input;
     let mut k = 0;
     while !rest.is_empty() {
-        let size = sizes.get(k % sizes.len().max(1)).map_or(rest.len(), |&s| usize::from(s) + 1);
+        let size = sizes
+            .get(k % sizes.len().max(1))
+            .map_or(rest.len(), |&s| usize::from(s) + 1);
         let (chunk, tail) = rest.split_at(size.min(rest.len()));
         splitter.push(chunk, |l| got.push((l.bytes.to_vec(), l.truncated)));
-        assert!(splitter.pending() <= cap + 1, "pending {} > cap {cap} + 1", splitter.pending());
+        assert!(
+            splitter.pending() <= cap + 1,
+            "pending {} > cap {cap} + 1",
+            splitter.pending()
+        );
         rest = tail;
         k += 1;
     }
@@ -187,10 +199,21 @@ pub fn records(data: &[u8]) {
     c.finish(&mut out);
     assert!(!c.has_pending(), "pending after finish");
     assert_eq!(c.stats.lines, pushed);
-    assert_eq!(out.len() as u64, c.stats.events, "events emitted vs counted");
-    assert!(c.stats.events <= pushed, "{} events from {pushed} lines", c.stats.events);
+    assert_eq!(
+        out.len() as u64,
+        c.stats.events,
+        "events emitted vs counted"
+    );
+    assert!(
+        c.stats.events <= pushed,
+        "{} events from {pushed} lines",
+        c.stats.events
+    );
     let in_events: u64 = out.iter().map(|e| u64::from(e.lines)).sum();
-    assert!(in_events <= pushed, "{in_events} lines in events, {pushed} pushed");
+    assert!(
+        in_events <= pushed,
+        "{in_events} lines in events, {pushed} pushed"
+    );
     assert!(out.iter().all(|e| e.lines >= 1));
     let mut values: HashMap<&str, HashSet<&str>> = HashMap::new();
     for e in &out {
