@@ -41,7 +41,7 @@ fn pack_of_5000_patterns_loads_and_classifies() {
         writeln!(
             text,
             "[[pattern]]\nname = \"p{i}\"\nkind = \"{kind}\"\n\
-             regex = 'job-{i}-(?:failed|done) after (?P<ms>[0-9]+)ms'\nvalue = \"ms\"\n"
+             regex = 'job-{i}-done after (?P<ms>[0-9]+)ms'\nvalue = \"ms\"\n"
         )
         .unwrap();
     }
@@ -70,7 +70,7 @@ fn pack_of_5000_patterns_loads_and_classifies() {
     // The whole-buffer path (classify --lines) agrees on the same lines.
     let buf: String = (0..N)
         .step_by(50)
-        .map(|i| format!("job-{i}-failed after 3ms\nunrelated\n"))
+        .map(|i| format!("job-{i}-done after 3ms\nunrelated\n"))
         .collect();
     let mut hits = vec![0; set.patterns().len()];
     let lines = set.count_buffer(buf.as_bytes(), 1 << 16, &mut hits, &mut scratch, |_, _| {});
@@ -113,6 +113,9 @@ fn a_million_distinct_label_values_stay_capped() {
                 regex = 'job (?P<job>[0-9a-f]+) done'\nlabels = [\"job\"]\n";
     let set = PatternSet::compile(&[parse_pack("t.toml", pack).unwrap()], &[]).unwrap();
     let mut c = Classifier::new(Arc::new(set), RecordConfig::default(), CAP);
+    // One line, one event: the cap does not depend on records, so skip their grammar (this
+    // test runs unoptimised in CI).
+    c.single_line(Arc::from("s"));
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut events = 0u64;

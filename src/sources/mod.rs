@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn crlf_line_exactly_at_the_cap_is_whole_however_it_is_written() {
-        let want = vec![("abc".into(), false), ("abcd".into(), true)];
+        let want = vec![("abc".into(), false), ("abc".into(), true)];
         assert_eq!(split(&[b"abc\r\nabcd\r\n"], 3), want);
         assert_eq!(split(&[b"a", b"bc\r", b"\n", b"abcd\r", b"\n"], 3), want);
         assert_eq!(split(&[b"abc\r\na", b"bcd\r"], 3), want);
