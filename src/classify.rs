@@ -471,10 +471,12 @@ fn build_many(pats: &[&str], kind: MatchKind, multi_line: bool) -> Result<meta::
 fn build_scan(pats: &[&str]) -> Result<meta::Regex, String> {
     let mut hirs = Vec::with_capacity(pats.len());
     for p in pats {
+        // Not `crlf(true)`: that would also make `.` skip `\r`, which the per-line search
+        // matches (a line "a\rb" and `a.b` were missed; found by the `pack` fuzz target).
+        // `without_newline` makes `^` and `$` CRLF-aware instead.
         let hir = regex_syntax::ParserBuilder::new()
             .utf8(false)
             .multi_line(true)
-            .crlf(true)
             .build()
             .parse(p)
             .map_err(|e| e.to_string())?;
@@ -494,12 +496,13 @@ fn build_scan(pats: &[&str]) -> Result<meta::Regex, String> {
     b.build_many_from_hir(&hirs).map_err(|e| e.to_string())
 }
 
-/// `hir` with `\n` removed from every character class; a literal `\n` becomes a class that
-/// matches nothing (such a pattern can never match inside one line anyway).
+/// `hir` with `\n` removed from every character class (a literal `\n` becomes a class that
+/// matches nothing: such a pattern can never match inside one line anyway), and multi-line
+/// `^`/`$` made to hold before and after `\r\n` too.
 fn without_newline(hir: &regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
     use regex_syntax::hir::{
         Capture, Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange, Hir, HirKind,
-        Repetition,
+        Look, Repetition,
     };
     match hir.kind() {
         HirKind::Class(Class::Unicode(c)) => {
@@ -513,6 +516,10 @@ fn without_newline(hir: &regex_syntax::hir::Hir) -> regex_syntax::hir::Hir {
             Hir::class(Class::Bytes(c))
         }
         HirKind::Literal(lit) if lit.0.contains(&b'\n') => Hir::fail(),
+        // A line's `^`/`$` must also hold at a `\r\n` (the per-line search sees the line
+        // without its `\r`).
+        HirKind::Look(Look::StartLF) => Hir::look(Look::StartCRLF),
+        HirKind::Look(Look::EndLF) => Hir::look(Look::EndCRLF),
         HirKind::Empty | HirKind::Literal(_) | HirKind::Look(_) => hir.clone(),
         HirKind::Repetition(r) => Hir::repetition(Repetition {
             min: r.min,
@@ -845,6 +852,18 @@ mod tests {
         assert_eq!(n, 9);
         assert_eq!(got, want);
         assert_eq!(hits, vec![1, 3, 1]);
+    }
+
+    #[test]
+    fn buffer_scan_keeps_a_carriage_return_inside_a_line() {
+        // `.` matches `\r` in the per-line search; the scan must not skip such a line
+        // (fuzz/regressions/pack/dot-matches-cr-inside-a-line).
+        let s = pack("[[pattern]]\nname = \"a\"\nkind = \"error\"\nregex = '^a.b$'\n");
+        let text = b"a\rb\nab\r\na\rb\r\nacb\r\r\n";
+        let mut sc = s.scratch();
+        let mut hits = vec![0; 1];
+        let n = s.count_buffer(text, 1 << 16, &mut hits, &mut sc, |_, _| {});
+        assert_eq!((n, hits), (4, vec![2]));
     }
 
     #[test]

@@ -387,6 +387,7 @@ impl Config {
         })?;
         let mut cfg = Config::from_str_named(&path.display().to_string(), &text, path.parent())?;
         cfg.file = Some(path.to_path_buf());
+        cfg.warn_if_readable_with_secrets(path);
         Ok(cfg)
     }
 
@@ -400,7 +401,40 @@ impl Config {
         let mut cfg =
             Config::from_str_opts(&path.display().to_string(), &text, path.parent(), true)?;
         cfg.file = Some(path.to_path_buf());
+        cfg.warn_if_readable_with_secrets(path);
         Ok(cfg)
+    }
+
+    /// Fields whose secret value is written in the config file itself (a webhook `url`, a
+    /// `[[queue]] url` with a password), e.g. `receiver "slack".url`. Never the values.
+    pub fn secrets_in_file(&self) -> Vec<String> {
+        let receivers = self.notify.receivers.iter().flat_map(|r| {
+            r.kind
+                .secrets()
+                .into_iter()
+                .filter(|(_, s)| s.in_config_file())
+                .map(move |(field, _)| format!("receiver {:?}.{field}", r.name))
+        });
+        let queues = (self.queues.iter().enumerate())
+            .filter(|(_, q)| q.password_in_config)
+            .map(|(i, q)| format!("queue[{i}] {:?}.url", q.name));
+        receivers.chain(queues).collect()
+    }
+
+    /// Warns when the config file is readable by every user and holds secrets, as
+    /// `*_file` secrets are warned about: the file's mode is what protects them.
+    fn warn_if_readable_with_secrets(&self, path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let readable = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+        let fields = self.secrets_in_file();
+        if readable && !fields.is_empty() {
+            tracing::warn!(
+                file = %path.display(),
+                secrets = fields.join(", "),
+                "config file is readable by every user and contains secrets; chmod o-r it, or \
+                 move them to *_env or *_file"
+            );
+        }
     }
 
     /// Validates config text; `file` names it in errors, `base` resolves relative pack paths.

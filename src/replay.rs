@@ -25,6 +25,9 @@ use crate::records::{Classifier, ClassifyStats};
 use crate::rules::{Alert, RuleEngine};
 use crate::sources::LineSplitter;
 
+/// Epoch seconds of 10000-01-01: later "epoch" values are not timestamps.
+const MAX_EPOCH_SECS: f64 = 253_402_300_800.0;
+
 /// Only this many leading bytes of a line are searched for a timestamp.
 const TS_SEARCH_BYTES: usize = 96;
 
@@ -74,9 +77,16 @@ fn from_captures(c: &Captures<'_>, default_year: i32) -> Option<Ts> {
     let num = |n: &str| text(n).and_then(|s| s.trim().parse::<i64>().ok());
     if let Some(e) = text("epoch") {
         let secs: f64 = e.parse().ok()?;
-        return (secs.is_finite() && secs >= 0.0).then(|| Ts((secs * 1000.0).round() as u64));
+        return (secs.is_finite() && (0.0..MAX_EPOCH_SECS).contains(&secs))
+            .then(|| Ts((secs * 1000.0).round() as u64));
     }
+    // Years outside 0..=9999 are not timestamps; bounding them keeps the arithmetic below
+    // from overflowing when a custom regex captures any number of digits (found by the
+    // `timestamp` fuzz target: a nine-digit year).
     let year = num("year").unwrap_or(i64::from(default_year));
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
     let month = match text("month")? {
         m if m.chars().all(|c| c.is_ascii_digit()) => m.parse::<u32>().ok()?,
         m => MONTHS.iter().position(|x| x.eq_ignore_ascii_case(m))? as u32 + 1,
@@ -84,9 +94,9 @@ fn from_captures(c: &Captures<'_>, default_year: i32) -> Option<Ts> {
     let (day, hour, minute, second) = (num("day")?, num("hour")?, num("minute")?, num("second")?);
     if !(1..=12).contains(&month)
         || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
+        || !(0..=23).contains(&hour)
+        || !(0..=59).contains(&minute)
+        || !(0..=60).contains(&second)
     {
         return None;
     }
@@ -100,7 +110,11 @@ fn from_captures(c: &Captures<'_>, default_year: i32) -> Option<Ts> {
             let sign = if tz.starts_with('-') { -1 } else { 1 };
             let digits: String = tz.chars().filter(|c| c.is_ascii_digit()).collect();
             let (h, m) = digits.split_at(2.min(digits.len()));
-            sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().unwrap_or(0))
+            let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().unwrap_or(0));
+            if h > 23 || m > 59 {
+                return None;
+            }
+            sign * (h * 60 + m)
         }
     };
     let days = days_from_civil(year, month, day as u32);
@@ -474,6 +488,43 @@ mod tests {
         let re = Regex::new(r"t=(?P<day>[0-9]{2})\.(?P<month>[0-9]{2})\.(?P<year>[0-9]{4})-(?P<hour>[0-9]{2})(?P<minute>[0-9]{2})(?P<second>[0-9]{2})").unwrap();
         let t = parse_timestamp(b"x t=23.11.2026-100005 y", Some(&re), 2000).unwrap();
         assert_eq!(t.rfc3339(), "2026-11-23T10:00:05.000Z");
+    }
+
+    #[test]
+    fn out_of_range_captures_are_not_timestamps_and_never_overflow() {
+        // fuzz/regressions/timestamp/: a custom regex that takes any number of digits.
+        let re = Regex::new(r"(?P<year>[0-9]+)/(?P<month>[0-9]+)/(?P<day>[0-9]+)T(?P<hour>[0-9]+):(?P<minute>[0-9]+):(?P<second>[0-9]+)(?P<tz>[+-][0-9:]+)?").unwrap();
+        for line in [
+            "777772026/11/23T10:0:0",
+            "9223372036854775807/1/1T0:0:0",
+            "2026/11/23T10:0:0+99999999999999999",
+            "2026/11/23T10:0:0+00:99",
+        ] {
+            assert_eq!(
+                parse_timestamp(line.as_bytes(), Some(&re), 2026),
+                None,
+                "{line}"
+            );
+        }
+        let signed = Regex::new(r"(?P<year>[0-9]+)-(?P<month>[0-9]+)-(?P<day>[0-9]+) (?P<hour>-?[0-9]+):(?P<minute>-?[0-9]+):(?P<second>-?[0-9]+)").unwrap();
+        for line in [
+            "2026-1-1 -9223372036854775807:0:0",
+            "2026-1-1 0:-1:0",
+            "2026-1-1 0:0:-1",
+        ] {
+            assert_eq!(
+                parse_timestamp(line.as_bytes(), Some(&signed), 2026),
+                None,
+                "{line}"
+            );
+        }
+        let t = parse_timestamp(b"2026/11/23T10:0:0+01:30", Some(&re), 2026).unwrap();
+        assert_eq!(t.rfc3339(), "2026-11-23T08:30:00.000Z");
+        let epoch = Regex::new(r"@(?P<epoch>[0-9.e+]+)").unwrap();
+        assert_eq!(parse_timestamp(b"@1e300", Some(&epoch), 2026), None);
+        assert!(parse_timestamp(b"@1795428000", Some(&epoch), 2026).is_some());
+        // Syslog lines take the default year, which may be anything.
+        assert_eq!(parse_timestamp(b"Nov 23 10:00:00 x", None, i32::MAX), None);
     }
 
     fn run(text: &str, cfg: &str) -> ReplayReport {

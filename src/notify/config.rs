@@ -120,7 +120,15 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.value
     }
+
+    /// True when the value was written in the config file itself (not `_env`/`_file`).
+    pub fn in_config_file(&self) -> bool {
+        self.origin == IN_CONFIG_FILE
+    }
 }
+
+/// The origin of a secret written as a plain value in the config file.
+const IN_CONFIG_FILE: &str = "the config file";
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -205,6 +213,19 @@ pub enum ReceiverKind {
 }
 
 impl ReceiverKind {
+    /// The receiver's secrets, by field name.
+    pub fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        match self {
+            ReceiverKind::Stdout { .. } => Vec::new(),
+            ReceiverKind::Slack { url, .. } | ReceiverKind::Webhook { url, .. } => {
+                vec![("url", url)]
+            }
+            ReceiverKind::Email { password, .. } => {
+                password.iter().map(|p| ("password", p)).collect()
+            }
+        }
+    }
+
     /// `stdout`, `slack`, `email` or `webhook`.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -517,7 +538,7 @@ fn secret(
         ));
     }
     if let Some(v) = plain {
-        return Ok(Some(Secret::new(v, "the config file")));
+        return Ok(Some(Secret::new(v, IN_CONFIG_FILE)));
     }
     if let Some(name) = env_name {
         return match env(&name) {

@@ -222,6 +222,8 @@ pub struct QueueConfig {
     pub prefix: Option<String>,
     /// Static labels added to every sample.
     pub labels: Labels,
+    /// The URL was written in the config file (not `url_env`) and carries a password.
+    pub password_in_config: bool,
 }
 
 impl QueueConfig {
@@ -274,6 +276,7 @@ pub fn validate(i: usize, q: RawQueue) -> Result<QueueConfig, (String, String)> 
     if name.trim().is_empty() {
         return Err((field("name"), "must not be empty".into()));
     }
+    let url_in_config = q.url.is_some();
     let url = match (q.url, q.url_env) {
         (Some(u), None) => u,
         (None, Some(var)) => std::env::var(&var).map_err(|_| {
@@ -384,6 +387,7 @@ pub fn validate(i: usize, q: RawQueue) -> Result<QueueConfig, (String, String)> 
     }
     Ok(QueueConfig {
         name: Arc::from(name.as_str()),
+        password_in_config: url_in_config && redact_url(&url) != url,
         url,
         interval,
         timeout,
