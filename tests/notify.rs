@@ -17,7 +17,7 @@ const SMTP_PASSWORD: &str = "smtp-pa55word-SECRET";
 
 /// How the fake server answers the n-th request (the last one repeats).
 #[derive(Clone, Copy, Debug)]
-enum Reply {
+pub(crate) enum Reply {
     Ok,
     Status(u16, Option<u64>),
     Hang,
@@ -25,19 +25,19 @@ enum Reply {
 
 /// One received request.
 #[derive(Clone, Debug)]
-struct Req {
-    path: String,
-    body: String,
+pub(crate) struct Req {
+    pub(crate) path: String,
+    pub(crate) body: String,
 }
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 with a reply script.
-struct FakeHttp {
+pub(crate) struct FakeHttp {
     port: u16,
     reqs: Arc<Mutex<Vec<Req>>>,
 }
 
 impl FakeHttp {
-    fn start(script: Vec<Reply>) -> FakeHttp {
+    pub(crate) fn start(script: Vec<Reply>) -> FakeHttp {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let reqs: Arc<Mutex<Vec<Req>>> = Arc::default();
@@ -52,11 +52,11 @@ impl FakeHttp {
         FakeHttp { port, reqs }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn requests(&self) -> Vec<Req> {
+    pub(crate) fn requests(&self) -> Vec<Req> {
         self.reqs.lock().unwrap().clone()
     }
 }
@@ -654,27 +654,7 @@ fn an_smtp_server_that_accepts_and_never_answers_is_a_recorded_failure() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &format!(
-            r#"
-[[receiver]]
-name = "mail"
-type = "email"
-url = "smtp://127.0.0.1:{port}"
-tls = "none"
-from = "logwarden@example.com"
-to = ["oncall@example.com"]
-timeout = "1s"
-max_attempts = 2
-
-[[route]]
-receivers = ["mail"]
-group_wait = "0s"
-"#
-        ),
-        "",
-    );
+    let cfg = config(dir.path(), &mail_now(port), "");
     let mut d = Daemon::start(&cfg, &[]);
     d.write(OOM);
     wait_for("two connections", Duration::from_secs(60), || {
@@ -911,7 +891,7 @@ group_interval = "1s"
     );
 }
 
-/// A mail receiver on `port` with two attempts, on a route with no group wait.
+/// A mail receiver on `port` (1 s per attempt, two attempts), on a route with no group wait.
 fn mail_now(port: u16) -> String {
     format!(
         r#"
@@ -922,7 +902,7 @@ url = "smtp://127.0.0.1:{port}"
 tls = "none"
 from = "logwarden@example.com"
 to = ["oncall@example.com"]
-timeout = "2s"
+timeout = "1s"
 max_attempts = 2
 
 [[route]]

@@ -3,17 +3,17 @@
 //! package `prometheus`) and the dashboard by a real headless Chromium (Debian `chromium`);
 //! `scripts/test` installs both when missing, so their absence is a failure, not a skip.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::common::{bin, free_port, RedisServer};
+use crate::notify::{FakeHttp, Reply};
 
 const SLACK_SECRET: &str = "T0OPS/B0OPS/xoxOPSWEBHOOKSECRET";
 
@@ -149,68 +149,21 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
-/// A webhook endpoint on loopback that answers 200 and records request bodies.
-struct Hook {
-    port: u16,
-    bodies: Arc<Mutex<Vec<String>>>,
-}
+/// A webhook endpoint on loopback that answers 200 and records request bodies (the notify
+/// tests' fake HTTP server).
+struct Hook(FakeHttp);
 
 impl Hook {
     fn start() -> Hook {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
-        let b2 = bodies.clone();
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(conn) = conn else { return };
-                let b = b2.clone();
-                std::thread::spawn(move || {
-                    let mut r = BufReader::new(conn.try_clone().unwrap());
-                    let mut w = conn;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let mut len = 0usize;
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if h == "\r\n" {
-                                break;
-                            }
-                            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:")
-                            {
-                                len = v.trim().parse().unwrap_or(0);
-                            }
-                        }
-                        let mut body = vec![0; len];
-                        if r.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        b.lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&body).into_owned());
-                        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if w.write_all(ok.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Hook { port, bodies }
+        Hook(FakeHttp::start(vec![Reply::Ok]))
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        self.0.url("/hook")
     }
 
     fn bodies(&self) -> Vec<String> {
-        self.bodies.lock().unwrap().clone()
+        self.0.requests().into_iter().map(|r| r.body).collect()
     }
 }
 
