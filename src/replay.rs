@@ -237,6 +237,30 @@ pub fn replay_with_queues(
     let mut clock: Option<Ts> = None;
     let mut events = Vec::new();
     let mut alerts = Vec::new();
+    // Moves the simulated clock to `at`, never back (interleaved writers may step back a
+    // little): first everything due in between runs (record timeouts, rule evaluation).
+    macro_rules! step_to {
+        ($at:expr) => {{
+            let at = $at;
+            let now = clock.map_or(at, |c: Ts| c.max(at));
+            if let Some(prev) = clock {
+                advance(
+                    prev,
+                    now,
+                    horizon,
+                    &mut classifier,
+                    &mut engine,
+                    &mut events,
+                    &mut alerts,
+                    &mut report,
+                    &mut on_event,
+                );
+            }
+            clock = Some(now);
+            report.first.get_or_insert(now);
+            now
+        }};
+    }
     loop {
         let line_head = (0..heads.len())
             .filter(|&i| heads[i].is_some())
@@ -246,22 +270,7 @@ pub fn replay_with_queues(
         if let Some(b) = depth.front() {
             if line_at.is_none_or(|t| b.at <= t) {
                 let b = depth.pop_front().expect("front exists");
-                let now = clock.map_or(b.at, |c| c.max(b.at));
-                if let Some(prev) = clock {
-                    advance(
-                        prev,
-                        now,
-                        horizon,
-                        &mut classifier,
-                        &mut engine,
-                        &mut events,
-                        &mut alerts,
-                        &mut report,
-                        &mut on_event,
-                    );
-                }
-                clock = Some(now);
-                report.first.get_or_insert(now);
+                let now = step_to!(b.at);
                 report.samples += b.samples.len() as u64;
                 engine.observe_samples(&b);
                 engine.evaluate_touched(now, &mut alerts);
@@ -271,23 +280,7 @@ pub fn replay_with_queues(
         }
         let Some(i) = line_head else { break };
         let (at, bytes, truncated) = heads[i].take().expect("selected head is some");
-        // Lines may step back in time a little (interleaved writers); the clock never does.
-        let now = clock.map_or(at, |c| c.max(at));
-        if let Some(prev) = clock {
-            advance(
-                prev,
-                now,
-                horizon,
-                &mut classifier,
-                &mut engine,
-                &mut events,
-                &mut alerts,
-                &mut report,
-                &mut on_event,
-            );
-        }
-        clock = Some(now);
-        report.first.get_or_insert(now);
+        let now = step_to!(at);
         let line = Line {
             source: files[i].name.clone(),
             stream: i as u64,

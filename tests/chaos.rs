@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::tail_hostile::{chmod, chown, dedicated_uid, is_root, Daemon};
+use crate::tail_run::{daemon, values};
 
 /// A config tailing `dir/app.log` from the beginning, checkpointing every 200 ms, with an
 /// `any` rule on oom lines printed as JSON on stdout.
@@ -258,33 +259,11 @@ checkpoint_interval = "200ms"
         })
     };
 
-    let run = |events: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_logwarden"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .arg("--events")
-            .arg(events)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let values = |events: &Path| -> Vec<u64> {
-        std::fs::read_to_string(events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v.get("value").and_then(|x| x.as_f64()))
-            .map(|x| x as u64)
-            .collect()
-    };
-
     let mut rng = Rng(0x5eed_1234_abcd_0042);
     let mut files = Vec::new();
     for round in 0..20 {
         let ev = d.path().join(format!("events{round:02}.jsonl"));
-        let mut child = run(&ev);
+        let mut child = daemon(&cfg, &ev);
         std::thread::sleep(Duration::from_millis(150 + rng.next(600)));
         child.kill().unwrap(); // SIGKILL at a random point
         child.wait().unwrap();
@@ -294,7 +273,7 @@ checkpoint_interval = "200ms"
     stop.store(true, Ordering::SeqCst);
     let written = writer.join().unwrap();
     let last = d.path().join("events-final.jsonl");
-    let mut child = run(&last);
+    let mut child = daemon(&cfg, &last);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !values(&last).contains(&written) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

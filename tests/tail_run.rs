@@ -391,7 +391,7 @@ async fn copytruncate_race_is_measured() {
 // ---------------------------------------------------------------------------------------------
 // The real binary, SIGKILLed mid-stream and restarted
 
-fn daemon(config: &Path, events: &Path) -> Child {
+pub(crate) fn daemon(config: &Path, events: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_logwarden"))
         .args(["run", "--config"])
         .arg(config)
@@ -404,7 +404,7 @@ fn daemon(config: &Path, events: &Path) -> Child {
         .expect("spawn logwarden")
 }
 
-fn values(events: &Path) -> Vec<u64> {
+pub(crate) fn values(events: &Path) -> Vec<u64> {
     let text = fs::read_to_string(events).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
