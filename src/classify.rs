@@ -3,18 +3,28 @@
 //!
 //! A pack is a TOML file of ordered `[[pattern]]`s (see `patterns/default.toml`). The first
 //! pattern (highest `priority`, then file order) that matches a line and is not vetoed by one
-//! of its `exclude` regexes wins; a line matches at most one kind. One overlapping set search
-//! over the line's bytes finds every candidate; only the winner runs its captures, and only
-//! when it has labels or a value to extract.
+//! of its `exclude` regexes wins; a line matches at most one kind.
+//!
+//! Most lines match nothing, so the work is in ruling patterns out cheaply. Each pattern's
+//! *required literals* ([`literals`]: strings one of which is in every match) go into one
+//! Aho-Corasick automaton; a line holding none of them is decided without running a regex.
+//! A line holding some runs only the patterns those literals belong to, in priority order,
+//! until one matches. Patterns without a usable literal (`[A-Z]+ failed` has ` failed`, but
+//! `^\d+$` has none) share one overlapping set search. Over a whole buffer
+//! ([`PatternSet::count_buffer`]) the automaton and that set jump straight to candidate
+//! lines. Only the winner runs its captures, and only when it has labels or a value.
 //!
 //! Pure and synchronous: no I/O after load, no clock, no locks on the hot path (the regex
 //! engines keep their scratch space in thread-local pools; [`Scratch`] holds the rest).
+
+mod literals;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aho_corasick::AhoCorasick;
 use regex::bytes::{CaptureLocations, Regex, RegexBuilder};
 use regex_automata::meta;
 use regex_automata::util::syntax;
@@ -229,18 +239,102 @@ pub const DEFAULT_FOLD_WINDOW: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct PatternSet {
     patterns: Vec<Pattern>,
-    /// Overlapping search of every pattern over one line (`MatchKind::All`).
-    set: meta::Regex,
-    /// Leftmost-first search of every pattern over a whole buffer in multi-line mode; `None`
-    /// when some pattern uses `\A`/`\z`, whose meaning changes across a buffer.
+    /// Each pattern's required literals (`None`: searched by the residual set).
+    required: Vec<Option<Vec<Vec<u8>>>>,
+    /// The required literals of the patterns that have them; `None` when none has.
+    literals: Option<Literals>,
+    /// Patterns without required literals (indices into `patterns`, ascending).
+    residual: Vec<usize>,
+    /// Overlapping search of the `residual` patterns over one line (`MatchKind::All`).
+    set: Option<meta::Regex>,
+    /// Leftmost-first search of the `residual` patterns over a whole buffer in multi-line
+    /// mode; `None` when one of them uses `\A`/`\z`, whose meaning changes across a buffer.
     scan: Option<meta::Regex>,
     kinds: Vec<Arc<str>>,
+}
+
+/// Required literals of many patterns in one automaton.
+#[derive(Debug)]
+struct Literals {
+    /// Leftmost-first, non-overlapping, SIMD-accelerated (Teddy) for small sets.
+    ac: AhoCorasick,
+    /// Literal id → the patterns to try when it is found: `owners[start[id]..start[id + 1]]`.
+    start: Vec<u32>,
+    owners: Vec<u32>,
+}
+
+impl Literals {
+    /// Builds the automaton; `per_pattern[i]` is pattern `i`'s literal set (or `None`).
+    ///
+    /// A non-overlapping search reports some occurrences and skips those overlapping a
+    /// reported one. Every skipped occurrence starts inside a reported match, so each
+    /// literal's entry also lists the patterns of every literal that *could* start inside it
+    /// (a suffix of it is a prefix of the other, or the other sits within it). The patterns
+    /// found per line are then a superset of those whose literals occur, which is all the
+    /// verification needs, and the search never has to enumerate overlaps.
+    fn build(per_pattern: &[Option<Vec<Vec<u8>>>]) -> Result<Option<Literals>, String> {
+        let mut by_literal: std::collections::BTreeMap<&[u8], Vec<u32>> = Default::default();
+        for (i, set) in per_pattern.iter().enumerate() {
+            for lit in set.iter().flatten() {
+                by_literal.entry(lit).or_default().push(i as u32);
+            }
+        }
+        if by_literal.is_empty() {
+            return Ok(None);
+        }
+        let lits: Vec<&[u8]> = by_literal.keys().copied().collect();
+        let own: Vec<&Vec<u32>> = by_literal.values().collect();
+        let (mut start, mut owners) = (vec![0u32], Vec::new());
+        for a in &lits {
+            let mut pats: Vec<u32> = Vec::new();
+            for k in 0..a.len() {
+                let suffix = &a[k..];
+                // Literals that are prefixes of the suffix (they end inside `a`) …
+                for j in 1..=suffix.len() {
+                    if let Ok(b) = lits.binary_search(&&suffix[..j]) {
+                        pats.extend(own[b]);
+                    }
+                }
+                // … and literals that begin with the whole suffix (they run past `a`).
+                let lo = lits.partition_point(|x| *x <= suffix);
+                for b in lits[lo..].iter().take_while(|b| b.starts_with(suffix)) {
+                    pats.extend(own[lits.binary_search(b).unwrap_or(0)]);
+                }
+            }
+            pats.sort_unstable();
+            pats.dedup();
+            owners.extend(pats);
+            start.push(owners.len() as u32);
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(&lits)
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Literals { ac, start, owners }))
+    }
+
+    /// Marks in `bits` every pattern whose literals may occur in `line`; whether any did.
+    fn candidates(&self, line: &[u8], bits: &mut [u64]) -> bool {
+        let mut any = false;
+        for m in self.ac.find_iter(line) {
+            any = true;
+            let id = m.pattern().as_usize();
+            for &p in &self.owners[self.start[id] as usize..self.start[id + 1] as usize] {
+                bits[p as usize / 64] |= 1 << (p % 64);
+            }
+        }
+        any
+    }
 }
 
 /// Per-thread scratch space for [`PatternSet::classify`], so classification allocates nothing.
 #[derive(Debug)]
 pub struct Scratch {
     matched: MatchedSet,
+    /// Candidate patterns of the current line, one bit each.
+    candidates: Vec<u64>,
+    /// Candidates already known to match (found by the residual set search).
+    matched_bits: Vec<u64>,
     locs: HashMap<usize, CaptureLocations>,
 }
 
@@ -288,24 +382,51 @@ impl PatternSet {
             .collect();
         let mut kinds: Vec<Arc<str>> = BUILTIN_KINDS.iter().map(|k| Arc::from(*k)).collect();
         let mut patterns = Vec::with_capacity(raws.len());
-        let mut uses_text_anchors = false;
         for (file, raw) in &raws {
             let pattern = compile_one(file, raw, &index)?;
-            uses_text_anchors |= has_text_anchor(&raw.regex);
             if !kinds.contains(&pattern.kind) {
                 kinds.push(pattern.kind.clone());
             }
             patterns.push(pattern);
         }
-        let sources: Vec<&str> = raws.iter().map(|(_, p)| p.regex.as_str()).collect();
-        let set = build_many(&sources, MatchKind::All, false).map_err(|e| set_error(&raws, e))?;
-        let scan = if uses_text_anchors || sources.is_empty() {
-            None
+        let per_pattern: Vec<Option<Vec<Vec<u8>>>> = raws
+            .iter()
+            .map(|(_, p)| {
+                regex_syntax::ParserBuilder::new()
+                    .utf8(false)
+                    .build()
+                    .parse(&p.regex)
+                    .ok()
+                    .and_then(|hir| literals::required(&hir))
+            })
+            .collect();
+        let literals = Literals::build(&per_pattern).map_err(|e| set_error(&raws, e))?;
+        let residual: Vec<usize> = (0..raws.len())
+            .filter(|&i| per_pattern[i].is_none())
+            .collect();
+        let residual_raws: Vec<(&str, &RawPattern)> = residual.iter().map(|&i| raws[i]).collect();
+        let sources: Vec<&str> = residual_raws
+            .iter()
+            .map(|(_, p)| p.regex.as_str())
+            .collect();
+        let (set, scan) = if sources.is_empty() {
+            (None, None)
         } else {
-            Some(build_scan(&sources).map_err(|e| set_error(&raws, e))?)
+            let set = build_many(&sources, MatchKind::All, false)
+                .map_err(|e| set_error(&residual_raws, e))?;
+            let anchors = sources.iter().any(|s| has_text_anchor(s));
+            let scan = if anchors {
+                None
+            } else {
+                Some(build_scan(&sources).map_err(|e| set_error(&residual_raws, e))?)
+            };
+            (Some(set), scan)
         };
         Ok(PatternSet {
             patterns,
+            required: per_pattern,
+            literals,
+            residual,
             set,
             scan,
             kinds,
@@ -322,6 +443,12 @@ impl PatternSet {
         &self.patterns
     }
 
+    /// The literals that gate pattern `i` (one of them is in every line it matches), or
+    /// `None` when it has none and every line is searched for it.
+    pub fn required_literals(&self, i: usize) -> Option<&[Vec<u8>]> {
+        self.required.get(i)?.as_deref()
+    }
+
     /// Every kind a pattern can produce: the built-ins first, then user kinds.
     pub fn kinds(&self) -> &[Arc<str>] {
         &self.kinds
@@ -334,22 +461,66 @@ impl PatternSet {
 
     /// Fresh scratch space for [`classify`](Self::classify).
     pub fn scratch(&self) -> Scratch {
+        let words = self.patterns.len().div_ceil(64);
         Scratch {
-            matched: MatchedSet::new(self.set.pattern_len()),
+            matched: MatchedSet::new(self.residual.len()),
+            candidates: vec![0; words],
+            matched_bits: vec![0; words],
             locs: HashMap::new(),
         }
     }
 
     /// The index of the pattern that wins `line`, or `None` (the line is `other`).
     pub fn classify(&self, line: &[u8], scratch: &mut Scratch) -> Option<usize> {
-        scratch.matched.clear();
-        self.set
-            .which_overlapping_matches(&Input::new(line), &mut scratch.matched);
-        scratch.matched.iter().map(|pid| pid.as_usize()).find(|&i| {
-            self.patterns[i]
-                .excludes
-                .as_ref()
-                .is_none_or(|ex| !ex.is_match(line))
+        let Scratch {
+            matched,
+            candidates,
+            matched_bits,
+            ..
+        } = scratch;
+        let mut any = self
+            .literals
+            .as_ref()
+            .is_some_and(|l| l.candidates(line, candidates));
+        if let Some(set) = &self.set {
+            matched.clear();
+            set.which_overlapping_matches(&Input::new(line), matched);
+            for pid in matched.iter() {
+                let p = self.residual[pid.as_usize()];
+                candidates[p / 64] |= 1 << (p % 64);
+                matched_bits[p / 64] |= 1 << (p % 64);
+                any = true;
+            }
+        }
+        if !any {
+            return None;
+        }
+        let mut won = None;
+        for (w, (bits, known)) in candidates
+            .iter_mut()
+            .zip(matched_bits.iter_mut())
+            .enumerate()
+        {
+            let (mut b, k) = (std::mem::take(bits), std::mem::take(known));
+            while won.is_none() && b != 0 {
+                let bit = b.trailing_zeros() as usize;
+                b &= b - 1;
+                let p = &self.patterns[w * 64 + bit];
+                if (k >> bit & 1 == 1 || p.regex.is_match(line))
+                    && p.excludes.as_ref().is_none_or(|ex| !ex.is_match(line))
+                {
+                    won = Some(w * 64 + bit);
+                }
+            }
+        }
+        won
+    }
+
+    /// The winner of `line` by running every pattern in priority order: the definition
+    /// [`classify`](Self::classify) must agree with (tests and fuzzing compare them).
+    pub fn classify_naive(&self, line: &[u8]) -> Option<usize> {
+        self.patterns.iter().position(|p| {
+            p.regex.is_match(line) && p.excludes.as_ref().is_none_or(|ex| !ex.is_match(line))
         })
     }
 
@@ -413,27 +584,40 @@ impl PatternSet {
             on_line(line, won);
             end + 1
         };
-        match &self.scan {
-            Some(scan) => {
-                let mut at = 0;
-                while at < buf.len() {
-                    // Forward only, stopping at the first match end: matches cannot span
-                    // lines (see `build_scan`), so the line holding the end holds the match.
+        if self.set.is_some() && self.scan.is_none() {
+            // A residual pattern with `\A`/`\z`: every line is a candidate.
+            let mut at = 0;
+            while at < buf.len() {
+                at = classify_line(at, hits);
+            }
+            return lines;
+        }
+        // The next literal occurrence and the next residual match end at or after `at`
+        // (`usize::MAX`: none left); each is searched again only once `at` passes it.
+        let (mut lit, mut res) = (0, 0);
+        let mut at = 0;
+        let mut first = true;
+        while at < buf.len() {
+            if lit < at || first {
+                lit = self.literals.as_ref().map_or(usize::MAX, |l| {
+                    l.ac.find(aho_corasick::Input::new(buf).range(at..))
+                        .map_or(usize::MAX, |m| m.start())
+                });
+            }
+            if res < at || std::mem::take(&mut first) {
+                // Forward only, stopping at the first match end: matches cannot span
+                // lines (see `build_scan`), so the line holding the end holds the match.
+                res = self.scan.as_ref().map_or(usize::MAX, |scan| {
                     let input = Input::new(buf).range(at..).earliest(true);
-                    let Some(m) = scan.search_half(&input) else {
-                        break;
-                    };
-                    let end = m.offset();
-                    let start = memchr::memrchr(b'\n', &buf[..end]).map_or(0, |i| i + 1);
-                    at = classify_line(start.max(at), hits);
-                }
+                    scan.search_half(&input).map_or(usize::MAX, |m| m.offset())
+                });
             }
-            None => {
-                let mut at = 0;
-                while at < buf.len() {
-                    at = classify_line(at, hits);
-                }
+            let hit = lit.min(res);
+            if hit == usize::MAX {
+                break;
             }
+            let start = memchr::memrchr(b'\n', &buf[..hit]).map_or(0, |i| i + 1);
+            at = classify_line(start.max(at), hits);
         }
         lines
     }
@@ -852,6 +1036,78 @@ mod tests {
         assert_eq!(n, 9);
         assert_eq!(got, want);
         assert_eq!(hits, vec![1, 3, 1]);
+    }
+
+    #[test]
+    fn literal_gate_finds_literals_hidden_inside_other_literals() {
+        // "abcd" (pattern 2) hides "bc" (pattern 1, higher priority) from a non-overlapping
+        // search, and "cdxy" (pattern 0) runs past it; each must still be tried.
+        let s = pack(
+            r#"
+            [[pattern]]
+            name = "p0"
+            kind = "oom"
+            regex = 'cdxy[0-9]'
+            [[pattern]]
+            name = "p1"
+            kind = "crash"
+            regex = 'bc[0-9]?$'
+            [[pattern]]
+            name = "p2"
+            kind = "error"
+            regex = 'abcd'
+            [[pattern]]
+            name = "p3"
+            kind = "processed"
+            regex = '^[0-9]+$'
+        "#,
+        );
+        assert!(
+            s.required_literals(3).is_none(),
+            "no literal: the residual set"
+        );
+        for (line, want) in [
+            ("abcdxy1", Some("p0")),
+            ("abc", Some("p1")),
+            ("zabcd", Some("p2")),
+            ("xabcdxy", Some("p2")),
+            ("123", Some("p3")),
+            ("abd", None),
+        ] {
+            assert_eq!(winner(&s, line).as_deref(), want, "{line}");
+            assert_eq!(
+                s.classify_naive(line.as_bytes())
+                    .map(|i| &*s.patterns()[i].name),
+                want,
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_pack_gate_agrees_with_trying_every_pattern() {
+        let s = PatternSet::default_pack().unwrap();
+        let dev = include_str!("../fixtures/labeled-dev.tsv");
+        let mut sc = s.scratch();
+        let mut n = 0;
+        for line in dev.lines().filter_map(|l| l.splitn(3, '\t').nth(2)) {
+            // Each line, and the line cut at every tenth byte (partial literals at the end).
+            let b = line.as_bytes();
+            for cut in (0..b.len()).step_by(10).chain([b.len()]) {
+                let part = &b[..cut];
+                assert_eq!(
+                    s.classify(part, &mut sc),
+                    s.classify_naive(part),
+                    "{part:?}"
+                );
+                n += 1;
+            }
+        }
+        assert!(n > 1000, "{n} lines");
+        let gated = (0..s.patterns().len())
+            .filter(|&i| s.required_literals(i).is_some())
+            .count();
+        assert!(gated * 10 >= s.patterns().len() * 9, "{gated} gated");
     }
 
     #[test]

@@ -90,7 +90,7 @@ enum Command {
     },
     /// Poll the config's Redis queues and print every series (and poll latency with --polls).
     Queues(QueuesArgs),
-    /// List the loaded patterns and kinds.
+    /// List the loaded patterns and kinds, with the literals that gate each pattern.
     Patterns {
         /// A config whose packs and inline patterns to list (default: the built-in pack).
         #[arg(long, short)]
@@ -469,8 +469,16 @@ fn cmd_patterns(config: Option<&Path>) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     )?;
-    for p in c.patterns.patterns() {
-        writeln!(out, "{}\t{}\t{}", p.kind, p.name, p.file)?;
+    for (i, p) in c.patterns.patterns().iter().enumerate() {
+        let gate = match c.patterns.required_literals(i) {
+            Some(lits) => lits
+                .iter()
+                .map(|l| format!("{:?}", String::from_utf8_lossy(l)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            None => "(no required literal: searched on every line)".into(),
+        };
+        writeln!(out, "{}\t{}\t{}\t{}", p.kind, p.name, p.file, gate)?;
     }
     Ok(())
 }

@@ -82,6 +82,11 @@ pub fn pack(data: &[u8]) {
         // As the daemon's sources and `count_buffer` see it: without the `\r` of a CRLF.
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let won = set.classify(line, &mut scratch);
+        assert_eq!(
+            won,
+            set.classify_naive(line),
+            "literal gate disagrees on {line:?}"
+        );
         if let Some(i) = won {
             let _ = set.extract(i, line, &mut scratch);
             want.push((line.to_vec(), i));
@@ -105,7 +110,15 @@ pub fn classify(data: &[u8]) {
     let set = default_set();
     let mut scratch = set.scratch();
     for line in std::iter::once(data).chain(split_lines(data)) {
-        if let Some(i) = set.classify(line, &mut scratch) {
+        let won = set.classify(line, &mut scratch);
+        if !line.contains(&b'\n') {
+            assert_eq!(
+                won,
+                set.classify_naive(line),
+                "literal gate disagrees on {line:?}"
+            );
+        }
+        if let Some(i) = won {
             assert!(i < set.patterns().len());
             let x = set.extract(i, line, &mut scratch);
             for (_, v) in x.labels.iter() {
