@@ -120,6 +120,20 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunReport> {
+    // Before anything can be seen from outside (the http port): a SIGHUP that arrives before
+    // the handler exists would end the process (its default action).
+    let mut hup = match opts
+        .reload
+        .as_ref()
+        .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
+    {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload disabled");
+            None
+        }
+        None => None,
+    };
     let clock = Clock::start();
     let hub = Hub::new(clock);
     hub.layout.send_replace(layout_of(&config));
@@ -231,18 +245,6 @@ pub async fn run(
         alert_rx,
     ));
 
-    let mut hup = match opts
-        .reload
-        .as_ref()
-        .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
-    {
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload disabled");
-            None
-        }
-        None => None,
-    };
     let sources_done = tasks.wait();
     tokio::pin!(sources_done);
     tokio::pin!(shutdown);
