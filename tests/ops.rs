@@ -205,6 +205,14 @@ group_by = ["worker"]
     cfg
 }
 
+/// The value of one series (`name{labels}` exactly as written) in a `/metrics` body.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| *s == series)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
 fn lines_read(st: &Value) -> u64 {
     st["totals"]["lines"].as_u64().unwrap_or(0)
 }
@@ -305,10 +313,36 @@ url_env = "OPS_TEST_SLACK_URL"
         "{}",
         m.body
     );
+    // Poll durations: the last one, and all of them as a histogram whose count is the
+    // good polls.
     assert!(
-        m.body.contains("logwarden_queue_poll_duration_seconds{"),
+        m.body
+            .contains("logwarden_queue_last_poll_duration_seconds{"),
         "{}",
         m.body
+    );
+    assert!(m
+        .body
+        .contains("# TYPE logwarden_queue_poll_duration_seconds histogram\n"));
+    let polls = sample(
+        &m.body,
+        r#"logwarden_queue_polls_total{source="jobs",result="ok"}"#,
+    );
+    assert_eq!(
+        sample(
+            &m.body,
+            r#"logwarden_queue_poll_duration_seconds_count{source="jobs"}"#
+        ),
+        polls,
+        "{}",
+        m.body
+    );
+    assert_eq!(
+        sample(
+            &m.body,
+            r#"logwarden_queue_poll_duration_seconds_bucket{le="+Inf",source="jobs"}"#
+        ),
+        polls
     );
 
     // OpenMetrics when asked for, as Prometheus does.

@@ -90,6 +90,10 @@ pub struct QueueStatus {
     pub last_error: Option<String>,
     /// Round-trip time of the last successful poll, in seconds.
     pub latency_seconds: Option<f64>,
+    /// Round-trip times of all successful polls (kept across reloads that restart the
+    /// poller, like the counters).
+    #[serde(skip)]
+    pub latency: DurationHistogram,
     /// Polls that returned samples.
     pub polls: u64,
     /// Polls that failed.
@@ -98,6 +102,51 @@ pub struct QueueStatus {
     pub key_errors: u64,
     /// The last poll's series: labels, metric name, value.
     pub series: Vec<(Labels, &'static str, f64)>,
+}
+
+/// Upper bounds of [`DurationHistogram`]'s buckets, in seconds: a poll is one round trip
+/// (about 2 ms on a LAN) and gives up at its `timeout` (2 s by default).
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Durations counted per bucket of [`DURATION_BUCKETS`] (plus one for longer ones), with
+/// their sum: what a Prometheus histogram exposes, kept as totals so `/metrics` can build
+/// it per scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DurationHistogram {
+    /// Observations per bucket (not cumulative); the last one counts those above every
+    /// bound.
+    pub counts: [u64; DURATION_BUCKETS.len() + 1],
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+}
+
+impl DurationHistogram {
+    /// Counts one duration, in seconds.
+    pub fn observe(&mut self, secs: f64) {
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += secs;
+    }
+
+    /// Observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(upper bound, observations in that bucket)`, ending with `+Inf`.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        DURATION_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts)
+            .collect()
+    }
 }
 
 /// A group the notifier holds, for `/status`.
@@ -413,6 +462,26 @@ mod tests {
         assert_eq!((s.minutes[0].events, s.minutes[0].errors), (2, 1));
         assert_eq!((s.minutes[1].events, s.minutes[1].errors), (1, 1));
         assert_eq!(s.events.len(), 3);
+    }
+
+    #[test]
+    fn duration_histogram_buckets_at_their_upper_bounds() {
+        let mut h = DurationHistogram::default();
+        for s in [0.0005, 0.001, 0.0011, 2.0, 7.0] {
+            h.observe(s);
+        }
+        let b = h.buckets();
+        assert_eq!(b.len(), DURATION_BUCKETS.len() + 1);
+        assert_eq!(
+            b[0],
+            (0.001, 2),
+            "a bound is inclusive, like Prometheus's le"
+        );
+        assert_eq!(b[1], (0.0025, 1));
+        assert_eq!(b[10], (2.5, 1));
+        assert_eq!(b[12], (f64::INFINITY, 1));
+        assert_eq!(h.count(), 5);
+        assert!((h.sum - 9.0026).abs() < 1e-9, "{}", h.sum);
     }
 
     #[test]

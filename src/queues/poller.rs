@@ -721,6 +721,7 @@ fn publish(
                 q.last_ok = Some(now);
                 q.last_error = None;
                 q.latency_seconds = Some(latency);
+                q.latency.observe(latency);
                 q.polls = stats.polls + 1;
                 q.failed = stats.failed;
                 q.series = samples
