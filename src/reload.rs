@@ -89,8 +89,9 @@ impl Pipeline {
         )
     }
 
-    /// Starts the file tailer for the current config, resuming from `resume` when given.
-    pub(crate) fn start_files(&mut self, resume: Option<Vec<sources::file::Checkpoint>>) {
+    /// Starts the file tailer for the current config, taking over from a stopped one when
+    /// `resume` is given.
+    pub(crate) fn start_files(&mut self, resume: Option<sources::file::Handover>) {
         let file_srcs = self.file_sources();
         if file_srcs.is_empty() {
             return;
@@ -196,14 +197,17 @@ impl Pipeline {
             let mut resume = None;
             if let Some((cancel, handle, _)) = self.files.take() {
                 cancel.cancel();
-                // A tailer that failed returns nothing: then the new one reads the checkpoint file.
-                resume = handle.await.ok().filter(|cps| !cps.is_empty());
-            }
-            if let Some(cps) = resume.as_ref() {
+                // A tailer that failed returns nothing: then the new one reads the checkpoint
+                // file. Its counters are the last it published (its final ones when it stopped).
+                let checkpoints = handle.await.ok().filter(|cps| !cps.is_empty());
                 tracing::debug!(
-                    files = cps.len(),
-                    "file tailer stopped for reload; handing over its offsets"
+                    files = checkpoints.as_ref().map(Vec::len),
+                    "file tailer stopped for reload; handing over its offsets and counters"
                 );
+                resume = Some(sources::file::Handover {
+                    checkpoints,
+                    stats: self.hub.tailer.borrow().clone(),
+                });
             }
             let alive: Vec<String> = self
                 .config
@@ -234,11 +238,15 @@ impl Pipeline {
             if let Ok(r) = p.handle.await {
                 self.queues.push(r);
             }
-            self.hub
-                .queues
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&*p.name);
+            // A `[[queue]]` that stays (restarted with new settings) keeps its counters: its
+            // new poller counts on from them, so `/metrics` counters never go back.
+            if !self.config.queues.iter().any(|q| q.name == p.name) {
+                self.hub
+                    .queues
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&*p.name);
+            }
             // Clears its down state: a restarted poller reports down again if it still is.
             let _ = self
                 .event_tx

@@ -173,10 +173,14 @@ fn setup(dir: &Path, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::write(dir.join("logs/w1.log"), LOG).unwrap();
     let cfg = dir.join("logwarden.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
+    std::fs::write(&cfg, setup_text(dir, extra)).unwrap();
+    cfg
+}
+
+/// The config [`setup`] writes (a reload test rewrites it with another `extra`).
+fn setup_text(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
 state_dir = "{state}"
 default_rules = false
 shutdown_grace = "20s"
@@ -197,12 +201,9 @@ severity = "warning"
 group_by = ["worker"]
 {extra}
 "#,
-            state = dir.join("state").display(),
-            logs = dir.join("logs").display(),
-        ),
+        state = dir.join("state").display(),
+        logs = dir.join("logs").display(),
     )
-    .unwrap();
-    cfg
 }
 
 /// The value of one series (`name{labels}` exactly as written) in a `/metrics` body.
@@ -923,4 +924,75 @@ keys = ["jobs:q"]
         .filter(|l| !l.starts_with('{') && !l.starts_with("logwarden: "))
         .collect();
     assert!(other.is_empty(), "{other:?}");
+}
+
+#[test]
+fn ops_sighup_keeps_counters_monotonic_across_tailer_and_poller_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let redis = RedisServer::start();
+    redis.cmd(&["RPUSH", "jobs:q", "a"]);
+    let queue = |interval: &str| {
+        format!(
+            "[[queue]]\nname = \"jobs\"\nurl = \"{}\"\ninterval = \"{interval}\"\nkeys = [\"jobs:q\"]\n",
+            redis.url()
+        )
+    };
+    let cfg = setup(dir, &queue("200ms"));
+    let d = Daemon::start(dir, &cfg, &[]);
+    let log = dir.join("logs/w1.log").display().to_string();
+    let file_series =
+        |name: &str| format!("logwarden_{name}_total{{source=\"workers\",path=\"{log}\"}}");
+    let polls = r#"logwarden_queue_polls_total{source="jobs",result="ok"}"#;
+    let durations = r#"logwarden_queue_poll_duration_seconds_count{source="jobs"}"#;
+    wait_for("all lines and a few polls", Duration::from_secs(30), || {
+        let m = d.get("/metrics").body;
+        sample(&m, &file_series("file_lines_read")) == Some(5.0)
+            && sample(&m, polls).is_some_and(|n| n >= 3.0)
+    });
+    let before = sample(&d.get("/metrics").body, polls).unwrap();
+
+    // A source is added (the tailer restarts) and the queue's interval changes (its poller
+    // restarts): the counters go on from where they were.
+    std::fs::create_dir_all(dir.join("more")).unwrap();
+    std::fs::write(
+        &cfg,
+        setup_text(
+            dir,
+            &format!(
+                "{}[[source]]\nname = \"more\"\npath = \"{}/more/*.log\"\n",
+                queue("300ms"),
+                dir.display()
+            ),
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(20), || {
+        d.status()["reloads"]["ok"] == 1
+    });
+    let line = "2026-11-23 10:00:05,000 INFO worker-1 one more\n";
+    append(&dir.join("logs/w1.log"), line);
+    wait_for(
+        "the new tailer's line and a new poll",
+        Duration::from_secs(30),
+        || {
+            let m = d.get("/metrics").body;
+            sample(&m, &file_series("file_lines_read")).is_some_and(|n| n > 5.0)
+                && sample(&m, polls).is_some_and(|n| n > before)
+        },
+    );
+    let m = d.get("/metrics").body;
+    assert_eq!(
+        sample(&m, &file_series("file_lines_read")),
+        Some(6.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, &file_series("file_bytes_read")),
+        Some((LOG.len() + line.len()) as f64),
+        "{m}"
+    );
+    let (p, n) = (sample(&m, polls), sample(&m, durations));
+    assert_eq!(p, n, "one duration per good poll: {m}");
 }
