@@ -377,19 +377,21 @@ fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory, failing:
     }
 }
 
-/// The groups `n` holds, for `/status`.
+/// The groups `n` holds, for `/status`: one entry per receiver of the group's route.
 fn snapshot(n: &Notifier) -> crate::ops::NotifySnapshot {
     let cfg = n.config();
     let mut groups: Vec<crate::ops::PendingGroup> = n
         .groups()
         .iter()
         .filter(|(_, g)| !g.members.is_empty())
-        .map(|((r, labels), g)| crate::ops::PendingGroup {
-            receiver: cfg
+        .flat_map(|((route, labels), g)| {
+            cfg.routes[*route]
                 .receivers
-                .get(*r)
-                .map(|rc| rc.name.clone())
-                .unwrap_or_default(),
+                .iter()
+                .map(move |&r| (r, labels, g))
+        })
+        .map(|(r, labels, g)| crate::ops::PendingGroup {
+            receiver: cfg.receivers[r].name.clone(),
             labels: labels.clone(),
             alerts: g
                 .members
@@ -502,5 +504,20 @@ mod tests {
             1,
             "the new gate has its burst"
         );
+    }
+
+    #[test]
+    fn pending_groups_are_listed_per_receiver_of_their_route() {
+        let mut c = (*cfg(1)).clone();
+        let mut pager = c.receivers[0].clone();
+        pager.name = "pager".into();
+        c.receivers.insert(0, pager);
+        // The only route (index 0) goes to slack (index 1) alone.
+        c.routes[0].receivers = vec![1];
+        let mut d = Dispatcher::new(Arc::new(c));
+        d.push(firing("w1", 0), at(0));
+        let s = snapshot(&d.notifier);
+        let receivers: Vec<&str> = s.groups.iter().map(|g| g.receiver.as_str()).collect();
+        assert_eq!(receivers, ["slack"]);
     }
 }
