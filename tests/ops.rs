@@ -521,12 +521,25 @@ fn run_chromium(args: &[String], out: &Path) -> std::process::Output {
 #[test]
 fn ops_dashboard_in_a_real_browser_shows_what_status_says() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = setup(tmp.path(), "");
+    let redis = RedisServer::start();
+    redis.cmd(&["RPUSH", "jobs:q", "a", "b", "c"]);
+    let cfg = setup(
+        tmp.path(),
+        &format!(
+            "[[queue]]\nname = \"jobs\"\nurl = \"{}\"\ninterval = \"200ms\"\nkeys = [\"jobs:q\"]\n",
+            redis.url()
+        ),
+    );
     let d = Daemon::start(tmp.path(), &cfg, &[]);
-    // Wait until everything is read and counted: then the numbers stand still.
+    // Wait until everything is read, counted and polled: then the numbers stand still.
     wait_for("all lines counted", Duration::from_secs(30), || {
         let st = d.status();
-        lines_read(&st) == 5 && st["sources"][0]["lines"] == 5 && st["totals"]["events"] == 4
+        lines_read(&st) == 5
+            && st["sources"][0]["lines"] == 5
+            && st["totals"]["events"] == 4
+            && st["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|m| m["queue_depth"]["jobs"]["jobs:q"] == 3.0))
     });
     let url = format!("http://127.0.0.1:{}/", d.port);
     let dom_file = tmp.path().join("dom.html");
@@ -595,6 +608,15 @@ fn ops_dashboard_in_a_real_browser_shows_what_status_says() {
         dom.contains(r#"id="chart-errors""#) && dom.contains("<polyline"),
         "{dom}"
     );
+    // One small depth chart per queue.
+    let at = dom
+        .find(r#"data-queue-chart="jobs/jobs:q""#)
+        .unwrap_or_else(|| panic!("no chart for the queue:\n{dom}"));
+    assert!(
+        dom[at..].contains(r#"id="chart-depth-0""#) && dom[at..].contains("<polyline"),
+        "{dom}"
+    );
+    assert_eq!(dom.matches("data-queue-chart=").count(), 1);
     assert!(dom.contains(r#"http-equiv="refresh""#));
 
     let artifacts = crate::common::repo("target/test-artifacts");
