@@ -120,17 +120,26 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunReport> {
+    // Before anything can be seen from outside (the http port): a SIGHUP that arrives before
+    // the handler exists would end the process (its default action).
+    let mut hup = match opts
+        .reload
+        .as_ref()
+        .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
+    {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload disabled");
+            None
+        }
+        None => None,
+    };
     let clock = Clock::start();
     let hub = Hub::new(clock);
     hub.layout.send_replace(layout_of(&config));
-    let http_cancel = CancellationToken::new();
     let http = match config.http_listen {
-        Some(addr) => match ops::http::bind(addr).await {
-            Ok(l) => Some(tokio::spawn(ops::http::serve(
-                l,
-                hub.clone(),
-                http_cancel.clone(),
-            ))),
+        Some(addr) => match ops::http::Running::start(addr, hub.clone()).await {
+            Ok(l) => Some(l),
             // Watching matters more than being watched: a taken port must not stop alerts.
             Err(e) => {
                 tracing::error!(addr = %addr, error = %e, "cannot bind the http listener; running without /metrics and /health");
@@ -187,6 +196,8 @@ pub async fn run(
         files: None,
         pollers: Vec::new(),
         queues: Vec::new(),
+        notify_tx: None,
+        http,
     };
     pipeline.start_files(None);
     pipeline.start_pollers(&[]);
@@ -213,6 +224,8 @@ pub async fn run(
         clock,
         hub.counters.clone(),
     ));
+    let (notify_tx, notify_rx) = mpsc::channel(1);
+    pipeline.notify_tx = Some(notify_tx);
     let notify_cfg = Arc::new(pipeline.config.notify.clone());
     let history = notify::new_history(&notify_cfg);
     *hub.history.lock().unwrap_or_else(|e| e.into_inner()) = Some(history.clone());
@@ -227,22 +240,11 @@ pub async fn run(
                 .unwrap_or_else(|| Box::new(|| Box::new(std::io::stdout()))),
             clock,
             grace: pipeline.config.shutdown_grace,
+            reload: Some(notify_rx),
         },
         alert_rx,
     ));
 
-    let mut hup = match opts
-        .reload
-        .as_ref()
-        .map(|_| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()))
-    {
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload disabled");
-            None
-        }
-        None => None,
-    };
     let sources_done = tasks.wait();
     tokio::pin!(sources_done);
     tokio::pin!(shutdown);
@@ -293,12 +295,14 @@ pub async fn run(
         line_tx,
         event_tx,
         classifier_tx,
+        notify_tx,
         queues: mut reports,
+        http,
         ..
     } = pipeline;
     // Our own senders: classify ends when the sources' are gone, counters when classify's
     // and the pollers' are.
-    drop((line_tx, event_tx, classifier_tx));
+    drop((line_tx, event_tx, classifier_tx, notify_tx));
     let drained = tokio::time::timeout(grace, async {
         if let Some((_, h, _)) = files {
             // Its outcome was logged (and `failed` set) by the task itself.
@@ -319,10 +323,8 @@ pub async fn run(
         })
     })
     .await;
-    http_cancel.cancel();
     if let Some(h) = http {
-        // A listener that panicked changes nothing about the drain's result.
-        let _ = h.await;
+        h.stop().await;
     }
     let report = match drained {
         Ok(r) => r?,

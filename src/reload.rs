@@ -1,6 +1,7 @@
-//! SIGHUP reload: the restartable part of the running daemon ([`Pipeline`]: the file tailer
-//! and the queue pollers, plus the senders that hand new patterns to classify and new rules
-//! to counters), and what the ops pages learn about a config ([`layout_of`]).
+//! SIGHUP reload: the restartable part of the running daemon ([`Pipeline`]: the file tailer,
+//! the queue pollers and the HTTP listener, plus the senders that hand new patterns to
+//! classify, new rules to counters and new receivers and routes to notify), and what the ops
+//! pages learn about a config ([`layout_of`]).
 //!
 //! Classify, counters and notify keep running across reloads, so windows, alert state and
 //! pending notifications are never rebuilt from scratch; ARCHITECTURE.md ("Operations") says
@@ -18,7 +19,8 @@ use crate::clock::Clock;
 use crate::config::{Config, SourceConfig, SourceInput};
 use crate::counters::CounterInput;
 use crate::event::Line;
-use crate::ops::{Hub, Layout, QueueLayout};
+use crate::notify::config::NotifyConfig;
+use crate::ops::{self, Hub, Layout, QueueLayout};
 use crate::records::Classifier;
 use crate::sources;
 
@@ -68,6 +70,10 @@ pub(crate) struct Pipeline {
     pub(crate) pollers: Vec<PollerTask>,
     /// Reports of pollers stopped by reloads.
     pub(crate) queues: Vec<crate::queues::poller::PollerReport>,
+    /// Hands new receivers, routes, inhibitions and `[notify]` settings to notify.
+    pub(crate) notify_tx: Option<mpsc::Sender<Arc<NotifyConfig>>>,
+    /// The HTTP listener (`None`: disabled, or its address could not be bound).
+    pub(crate) http: Option<ops::http::Running>,
 }
 
 impl Pipeline {
@@ -89,8 +95,9 @@ impl Pipeline {
         )
     }
 
-    /// Starts the file tailer for the current config, resuming from `resume` when given.
-    pub(crate) fn start_files(&mut self, resume: Option<Vec<sources::file::Checkpoint>>) {
+    /// Starts the file tailer for the current config, taking over from a stopped one when
+    /// `resume` is given.
+    pub(crate) fn start_files(&mut self, resume: Option<sources::file::Handover>) {
         let file_srcs = self.file_sources();
         if file_srcs.is_empty() {
             return;
@@ -147,19 +154,15 @@ impl Pipeline {
 
     /// Applies a new, valid config: new patterns go to classify (open records of the old
     /// classifier are flushed first), new rules to counters (unchanged rules keep their
-    /// windows and alert state), the file tailer restarts when its sources changed (from
-    /// the old tailer's last checkpoints, so it resumes exactly), and pollers restart when
-    /// their `[[queue]]` changed. Receivers, routes, stdin, `[http]` and the channel sizes
-    /// keep their start-up values until a restart (logged when they differ).
+    /// windows and alert state), new receivers and routes to notify (see
+    /// `Notifier::reconfigure`), the file tailer restarts when its sources changed (from the
+    /// old tailer's last checkpoints and counters, so it resumes exactly), pollers restart
+    /// when their `[[queue]]` changed, and the HTTP listener moves when its address changed.
+    /// Stdin and the channel sizes keep their start-up values until a restart (logged when
+    /// they differ).
     pub(crate) async fn reload(&mut self, new: Config) {
         let old = std::mem::replace(&mut self.config, new);
         let mut needs_restart = Vec::new();
-        if format!("{:?}", old.notify) != format!("{:?}", self.config.notify) {
-            needs_restart.push("receivers, routes and [notify]");
-        }
-        if old.http_listen != self.config.http_listen {
-            needs_restart.push("[http]");
-        }
         if old.channel_capacity != self.config.channel_capacity
             || old.shutdown_grace != self.config.shutdown_grace
         {
@@ -188,6 +191,13 @@ impl Pipeline {
                 max_series: self.config.max_series,
             })
             .await;
+        if old.notify != self.config.notify {
+            if let Some(tx) = &self.notify_tx {
+                // Closed: notify is draining, and so are we.
+                let _ = tx.send(Arc::new(self.config.notify.clone())).await;
+            }
+        }
+        self.rebind_http().await;
 
         if self.files.as_ref().map(|f| f.2.as_str()) != Some(self.files_fingerprint().as_str()) {
             // Keep the tracker open while the tailer is swapped, or the daemon would see
@@ -196,14 +206,17 @@ impl Pipeline {
             let mut resume = None;
             if let Some((cancel, handle, _)) = self.files.take() {
                 cancel.cancel();
-                // A tailer that failed returns nothing: then the new one reads the checkpoint file.
-                resume = handle.await.ok().filter(|cps| !cps.is_empty());
-            }
-            if let Some(cps) = resume.as_ref() {
+                // A tailer that failed returns nothing: then the new one reads the checkpoint
+                // file. Its counters are the last it published (its final ones when it stopped).
+                let checkpoints = handle.await.ok().filter(|cps| !cps.is_empty());
                 tracing::debug!(
-                    files = cps.len(),
-                    "file tailer stopped for reload; handing over its offsets"
+                    files = checkpoints.as_ref().map(Vec::len),
+                    "file tailer stopped for reload; handing over its offsets and counters"
                 );
+                resume = Some(sources::file::Handover {
+                    checkpoints,
+                    stats: self.hub.tailer.borrow().clone(),
+                });
             }
             let alive: Vec<String> = self
                 .config
@@ -234,11 +247,15 @@ impl Pipeline {
             if let Ok(r) = p.handle.await {
                 self.queues.push(r);
             }
-            self.hub
-                .queues
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&*p.name);
+            // A `[[queue]]` that stays (restarted with new settings) keeps its counters: its
+            // new poller counts on from them, so `/metrics` counters never go back.
+            if !self.config.queues.iter().any(|q| q.name == p.name) {
+                self.hub
+                    .queues
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&*p.name);
+            }
             // Clears its down state: a restarted poller reports down again if it still is.
             let _ = self
                 .event_tx
@@ -263,6 +280,41 @@ impl Pipeline {
             queues = self.config.queues.len(),
             "config reloaded"
         );
+    }
+}
+
+impl Pipeline {
+    /// Moves the HTTP listener to the configured address: the new one binds first, then the
+    /// old one stops; if the new address cannot be bound, the old listener keeps serving
+    /// (and the next reload tries again).
+    async fn rebind_http(&mut self) {
+        let want = self.config.http_listen;
+        if want == self.http.as_ref().map(|h| h.addr) {
+            return;
+        }
+        let Some(addr) = want else {
+            if let Some(old) = self.http.take() {
+                let from = old.addr;
+                old.stop().await;
+                tracing::info!(addr = %from, "http listener stopped: disabled by the new config");
+            }
+            return;
+        };
+        match ops::http::Running::start(addr, self.hub.clone()).await {
+            Ok(new) => {
+                if let Some(old) = self.http.replace(new) {
+                    let from = old.addr;
+                    old.stop().await;
+                    tracing::info!(from = %from, to = %addr, "http listener moved");
+                }
+            }
+            Err(e) => match &self.http {
+                Some(old) => tracing::error!(addr = %addr, error = %e, serving = %old.addr,
+                    "cannot bind the new http address; the old listener keeps serving"),
+                None => tracing::error!(addr = %addr, error = %e,
+                    "cannot bind the http listener; running without /metrics and /health"),
+            },
+        }
     }
 }
 

@@ -39,10 +39,26 @@ impl Daemon {
 
     fn start_with(dir: &Path, cfg: &Path, env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        Daemon::spawn(
+            dir,
+            cfg,
+            env,
+            &[args, &["--listen", &listen]].concat(),
+            port,
+        )
+    }
+
+    /// A daemon listening where its config's `[http] listen` says (`port`): no `--listen`,
+    /// which would also override the address after a reload.
+    fn start_configured(dir: &Path, cfg: &Path, port: u16) -> Daemon {
+        Daemon::spawn(dir, cfg, &[], &[], port)
+    }
+
+    fn spawn(dir: &Path, cfg: &Path, env: &[(&str, &str)], args: &[&str], port: u16) -> Daemon {
         let mut cmd = Command::new(bin());
         cmd.args(["run", "--config", cfg.to_str().unwrap()])
             .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("stdout.log")).unwrap())
             .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
@@ -173,10 +189,14 @@ fn setup(dir: &Path, extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::write(dir.join("logs/w1.log"), LOG).unwrap();
     let cfg = dir.join("logwarden.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
+    std::fs::write(&cfg, setup_text(dir, extra)).unwrap();
+    cfg
+}
+
+/// The config [`setup`] writes (a reload test rewrites it with another `extra`).
+fn setup_text(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
 state_dir = "{state}"
 default_rules = false
 shutdown_grace = "20s"
@@ -197,12 +217,17 @@ severity = "warning"
 group_by = ["worker"]
 {extra}
 "#,
-            state = dir.join("state").display(),
-            logs = dir.join("logs").display(),
-        ),
+        state = dir.join("state").display(),
+        logs = dir.join("logs").display(),
     )
-    .unwrap();
-    cfg
+}
+
+/// The value of one series (`name{labels}` exactly as written) in a `/metrics` body.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| *s == series)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 fn lines_read(st: &Value) -> u64 {
@@ -305,10 +330,36 @@ url_env = "OPS_TEST_SLACK_URL"
         "{}",
         m.body
     );
+    // Poll durations: the last one, and all of them as a histogram whose count is the
+    // good polls.
     assert!(
-        m.body.contains("logwarden_queue_poll_duration_seconds{"),
+        m.body
+            .contains("logwarden_queue_last_poll_duration_seconds{"),
         "{}",
         m.body
+    );
+    assert!(m
+        .body
+        .contains("# TYPE logwarden_queue_poll_duration_seconds histogram\n"));
+    let polls = sample(
+        &m.body,
+        r#"logwarden_queue_polls_total{source="jobs",result="ok"}"#,
+    );
+    assert_eq!(
+        sample(
+            &m.body,
+            r#"logwarden_queue_poll_duration_seconds_count{source="jobs"}"#
+        ),
+        polls,
+        "{}",
+        m.body
+    );
+    assert_eq!(
+        sample(
+            &m.body,
+            r#"logwarden_queue_poll_duration_seconds_bucket{le="+Inf",source="jobs"}"#
+        ),
+        polls
     );
 
     // OpenMetrics when asked for, as Prometheus does.
@@ -470,12 +521,25 @@ fn run_chromium(args: &[String], out: &Path) -> std::process::Output {
 #[test]
 fn ops_dashboard_in_a_real_browser_shows_what_status_says() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = setup(tmp.path(), "");
+    let redis = RedisServer::start();
+    redis.cmd(&["RPUSH", "jobs:q", "a", "b", "c"]);
+    let cfg = setup(
+        tmp.path(),
+        &format!(
+            "[[queue]]\nname = \"jobs\"\nurl = \"{}\"\ninterval = \"200ms\"\nkeys = [\"jobs:q\"]\n",
+            redis.url()
+        ),
+    );
     let d = Daemon::start(tmp.path(), &cfg, &[]);
-    // Wait until everything is read and counted: then the numbers stand still.
+    // Wait until everything is read, counted and polled: then the numbers stand still.
     wait_for("all lines counted", Duration::from_secs(30), || {
         let st = d.status();
-        lines_read(&st) == 5 && st["sources"][0]["lines"] == 5 && st["totals"]["events"] == 4
+        lines_read(&st) == 5
+            && st["sources"][0]["lines"] == 5
+            && st["totals"]["events"] == 4
+            && st["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|m| m["queue_depth"]["jobs"]["jobs:q"] == 3.0))
     });
     let url = format!("http://127.0.0.1:{}/", d.port);
     let dom_file = tmp.path().join("dom.html");
@@ -544,6 +608,15 @@ fn ops_dashboard_in_a_real_browser_shows_what_status_says() {
         dom.contains(r#"id="chart-errors""#) && dom.contains("<polyline"),
         "{dom}"
     );
+    // One small depth chart per queue.
+    let at = dom
+        .find(r#"data-queue-chart="jobs/jobs:q""#)
+        .unwrap_or_else(|| panic!("no chart for the queue:\n{dom}"));
+    assert!(
+        dom[at..].contains(r#"id="chart-depth-0""#) && dom[at..].contains("<polyline"),
+        "{dom}"
+    );
+    assert_eq!(dom.matches("data-queue-chart=").count(), 1);
     assert!(dom.contains(r#"http-equiv="refresh""#));
 
     let artifacts = crate::common::repo("target/test-artifacts");
@@ -889,4 +962,272 @@ keys = ["jobs:q"]
         .filter(|l| !l.starts_with('{') && !l.starts_with("logwarden: "))
         .collect();
     assert!(other.is_empty(), "{other:?}");
+}
+
+/// The `worker` label of every alert in a webhook body (our JSON shape).
+fn hook_workers(body: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["labels"]["worker"].as_str().map(String::from))
+        .collect()
+}
+
+/// Two error lines from `worker`, which fire the "errors" rule for it.
+fn errors_of(worker: &str) -> String {
+    format!(
+        "2026-11-23 10:01:00,000 ERROR {worker} Task jobs.fetch[b1] raised unexpected: ConnectionError('reset')\n\
+         2026-11-23 10:01:01,000 ERROR {worker} Task jobs.fetch[b2] raised unexpected: ConnectionError('reset')\n"
+    )
+}
+
+/// Notification sections for the reload tests: an `any` rule on ooms (critical), then
+/// `receivers_and_routes`.
+fn notify_toml(receivers_and_routes: &str) -> String {
+    format!(
+        "[[rule]]\nname = \"ooms\"\ntype = \"any\"\nkinds = [\"oom\"]\nseverity = \"critical\"\n{receivers_and_routes}"
+    )
+}
+
+#[test]
+fn ops_sighup_reloads_receivers_and_routes_without_resending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hook, slack) = (Hook::start(), FakeHttp::start(vec![Reply::Ok]));
+    let slack_url = slack.url(&format!("/services/{SLACK_SECRET}"));
+    let hook_receiver = format!(
+        "[[receiver]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n",
+        hook.url()
+    );
+    let slack_receiver = |env: &str| {
+        format!("[[receiver]]\nname = \"slack\"\ntype = \"slack\"\nurl_env = \"{env}\"\n")
+    };
+    let route = |receivers: &str, extra: &str| {
+        format!("[[route]]\nreceivers = [{receivers}]\ngroup_wait = \"0s\"\ngroup_interval = \"1s\"\n{extra}")
+    };
+    let cfg = setup(
+        dir,
+        &notify_toml(&format!("{hook_receiver}{}", route("\"hook\"", ""))),
+    );
+    let d = Daemon::start(dir, &cfg, &[("OPS_RELOAD_SLACK_URL", &slack_url)]);
+    // w1.log's lines are hours old at start-up: its alert is announced in a backfill summary.
+    wait_for("w1's alert at the hook", Duration::from_secs(30), || {
+        hook.bodies().len() == 1
+    });
+    let first: Value = serde_json::from_str(&hook.bodies()[0]).unwrap();
+    assert_eq!(first["status"], "backfill", "{first}");
+    assert!(first["lines"].to_string().contains("w1"), "{first}");
+
+    // Slack is added to the route: it hears that w1 is still firing; the hook is not told
+    // again (its next message, for w2, holds w2 alone: a re-send of w1 would come first or
+    // be merged into it).
+    let reload = |text: String| {
+        std::fs::write(&cfg, setup_text(dir, &text)).unwrap();
+        d.signal(libc::SIGHUP);
+    };
+    reload(notify_toml(&format!(
+        "{hook_receiver}{}{}",
+        slack_receiver("OPS_RELOAD_SLACK_URL"),
+        route("\"hook\", \"slack\"", "")
+    )));
+    wait_for("the reload", Duration::from_secs(20), || {
+        d.status()["reloads"]["ok"] == 1
+    });
+    wait_for("w1 at slack", Duration::from_secs(30), || {
+        !slack.requests().is_empty()
+    });
+    let first = &slack.requests()[0];
+    assert!(first.path.ends_with(SLACK_SECRET), "{}", first.path);
+    assert!(
+        first.body.contains("STILL FIRING") && first.body.contains("w1"),
+        "{}",
+        first.body
+    );
+    std::fs::write(dir.join("logs/w2.log"), errors_of("worker-2")).unwrap();
+    wait_for("w2's alert at the hook", Duration::from_secs(30), || {
+        hook.bodies().len() >= 2
+    });
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(hook_workers(&bodies[1]), ["w2"], "w1 re-sent: {bodies:?}");
+    let names: Vec<Value> = d.status()["receivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("hook"), json!("slack")]);
+
+    // Slack's route now takes critical alerts only: w3's errors go to the hook alone. The
+    // oom after them reaches slack; had w3 gone to slack too, it would have come first.
+    reload(notify_toml(&format!(
+        "{hook_receiver}{}{}{}",
+        slack_receiver("OPS_RELOAD_SLACK_URL"),
+        route("\"slack\"", "severities = [\"critical\"]\n"),
+        route("\"hook\"", "")
+    )));
+    wait_for("the second reload", Duration::from_secs(20), || {
+        d.status()["reloads"]["ok"] == 2
+    });
+    let slack_before = slack.requests().len();
+    std::fs::write(dir.join("logs/w3.log"), errors_of("worker-3")).unwrap();
+    wait_for("w3's alert at the hook", Duration::from_secs(30), || {
+        hook.bodies().len() >= 3
+    });
+    assert_eq!(hook_workers(&hook.bodies()[2]), ["w3"]);
+    append(
+        &dir.join("logs/w3.log"),
+        "2026-11-23 10:02:00,000 ERROR worker-3 MemoryError: out of memory\n",
+    );
+    wait_for("the oom at slack", Duration::from_secs(30), || {
+        slack.requests().len() > slack_before
+    });
+    let after: Vec<String> = slack.requests()[slack_before..]
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
+    assert!(after[0].contains("ooms"), "{after:?}");
+    assert!(after.iter().all(|b| !b.contains("errors")), "{after:?}");
+
+    // A receiver whose secret is missing is rejected with the field named; the running
+    // config keeps sending.
+    reload(notify_toml(&format!(
+        "{hook_receiver}{}{}",
+        slack_receiver("OPS_RELOAD_UNSET"),
+        route("\"hook\", \"slack\"", "")
+    )));
+    wait_for("the rejection", Duration::from_secs(20), || {
+        d.status()["reloads"]["rejected"] == 1
+    });
+    let err = d.stderr();
+    assert!(
+        err.contains("config reload rejected")
+            && err.contains("url_env")
+            && err.contains("OPS_RELOAD_UNSET"),
+        "{err}"
+    );
+    std::fs::write(dir.join("logs/w4.log"), errors_of("worker-4")).unwrap();
+    wait_for("w4's alert at the hook", Duration::from_secs(30), || {
+        hook.bodies().len() >= 4
+    });
+    assert_eq!(hook_workers(&hook.bodies()[3]), ["w4"]);
+    for page in [d.get("/status").body, d.get("/metrics").body, d.stderr()] {
+        assert!(
+            !page.contains("xoxOPSWEBHOOKSECRET"),
+            "secret leaked:\n{page}"
+        );
+    }
+}
+
+#[test]
+fn ops_sighup_moves_the_http_listener_and_keeps_it_when_the_new_address_is_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let listen = |port: u16| format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    let port = free_port();
+    let cfg = setup(dir, &listen(port));
+    let d = Daemon::start_configured(dir, &cfg, port);
+    assert_eq!(d.get("/health").status, 200);
+
+    // A taken port: the old listener keeps serving, and the log says why.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    std::fs::write(&cfg, setup_text(dir, &listen(taken_port))).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(20), || {
+        d.status()["reloads"]["ok"] == 1
+    });
+    wait_for("the bind failure logged", Duration::from_secs(20), || {
+        d.stderr()
+            .contains("cannot bind the new http address; the old listener keeps serving")
+    });
+    assert_eq!(d.get("/health").status, 200);
+
+    // A free one: /health moves there and the old port closes.
+    let moved = free_port();
+    std::fs::write(&cfg, setup_text(dir, &listen(moved))).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("/health on the new port", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", moved)).is_ok()
+            && get(moved, "/health", None).status == 200
+    });
+    wait_for("the old port closed", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    let st: Value = serde_json::from_str(&get(moved, "/status", None).body).unwrap();
+    assert_eq!(st["reloads"]["ok"], 2);
+    drop(taken);
+}
+
+#[test]
+fn ops_sighup_keeps_counters_monotonic_across_tailer_and_poller_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let redis = RedisServer::start();
+    redis.cmd(&["RPUSH", "jobs:q", "a"]);
+    let queue = |interval: &str| {
+        format!(
+            "[[queue]]\nname = \"jobs\"\nurl = \"{}\"\ninterval = \"{interval}\"\nkeys = [\"jobs:q\"]\n",
+            redis.url()
+        )
+    };
+    let cfg = setup(dir, &queue("200ms"));
+    let d = Daemon::start(dir, &cfg, &[]);
+    let log = dir.join("logs/w1.log").display().to_string();
+    let file_series =
+        |name: &str| format!("logwarden_{name}_total{{source=\"workers\",path=\"{log}\"}}");
+    let polls = r#"logwarden_queue_polls_total{source="jobs",result="ok"}"#;
+    let durations = r#"logwarden_queue_poll_duration_seconds_count{source="jobs"}"#;
+    wait_for("all lines and a few polls", Duration::from_secs(30), || {
+        let m = d.get("/metrics").body;
+        sample(&m, &file_series("file_lines_read")) == Some(5.0)
+            && sample(&m, polls).is_some_and(|n| n >= 3.0)
+    });
+    let before = sample(&d.get("/metrics").body, polls).unwrap();
+
+    // A source is added (the tailer restarts) and the queue's interval changes (its poller
+    // restarts): the counters go on from where they were.
+    std::fs::create_dir_all(dir.join("more")).unwrap();
+    std::fs::write(
+        &cfg,
+        setup_text(
+            dir,
+            &format!(
+                "{}[[source]]\nname = \"more\"\npath = \"{}/more/*.log\"\n",
+                queue("300ms"),
+                dir.display()
+            ),
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(20), || {
+        d.status()["reloads"]["ok"] == 1
+    });
+    let line = "2026-11-23 10:00:05,000 INFO worker-1 one more\n";
+    append(&dir.join("logs/w1.log"), line);
+    wait_for(
+        "the new tailer's line and a new poll",
+        Duration::from_secs(30),
+        || {
+            let m = d.get("/metrics").body;
+            sample(&m, &file_series("file_lines_read")).is_some_and(|n| n > 5.0)
+                && sample(&m, polls).is_some_and(|n| n > before)
+        },
+    );
+    let m = d.get("/metrics").body;
+    assert_eq!(
+        sample(&m, &file_series("file_lines_read")),
+        Some(6.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, &file_series("file_bytes_read")),
+        Some((LOG.len() + line.len()) as f64),
+        "{m}"
+    );
+    let (p, n) = (sample(&m, polls), sample(&m, durations));
+    assert_eq!(p, n, "one duration per good poll: {m}");
 }

@@ -246,8 +246,9 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// A validated `[[receiver]]`.
-#[derive(Debug, Clone)]
+/// A validated `[[receiver]]`. Equal when every setting and secret value is equal: a
+/// reload restarts the receiver's worker only when it is not.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReceiverConfig {
     /// Name, for logs, routes and history.
     pub name: String,
@@ -324,9 +325,34 @@ impl RouteConfig {
     }
 }
 
+/// Equal when every setting is; matchers compare by their regex text.
+impl PartialEq for RouteConfig {
+    fn eq(&self, o: &RouteConfig) -> bool {
+        self.receivers == o.receivers
+            && self.severities == o.severities
+            && self.matcher_texts().eq(o.matcher_texts())
+            && self.group_by == o.group_by
+            && self.group_wait == o.group_wait
+            && self.group_interval == o.group_interval
+            && self.repeat_interval == o.repeat_interval
+            && self.cont == o.cont
+    }
+}
+
+impl RouteConfig {
+    /// `(label, regex text)` of each matcher.
+    pub fn matcher_texts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.matchers.iter().map(|(l, r)| (l.as_str(), r.as_str()))
+    }
+}
+
+fn regex_texts<'a>(res: impl Iterator<Item = &'a Regex>) -> impl Iterator<Item = &'a str> {
+    res.map(Regex::as_str)
+}
+
 /// A validated `[[inhibit]]`: a firing `source` alert mutes `target` alerts that have the
 /// same values for `equal`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InhibitConfig {
     /// Severity that mutes. Default: critical.
     pub source: Severity,
@@ -360,6 +386,23 @@ pub struct NotifyConfig {
     pub history: usize,
     /// Receivers came from the config (false: the default stdout receiver).
     pub configured: bool,
+}
+
+/// Equal when every setting and secret value is equal (a reload compares the old and new
+/// config with this; `Debug` would miss a rotated secret, which it does not print).
+impl PartialEq for NotifyConfig {
+    fn eq(&self, o: &NotifyConfig) -> bool {
+        self.receivers == o.receivers
+            && self.routes == o.routes
+            && self.inhibits == o.inhibits
+            && self.hostname == o.hostname
+            && regex_texts(self.redact.iter()).eq(regex_texts(o.redact.iter()))
+            && self.evidence_lines == o.evidence_lines
+            && self.send_resolved == o.send_resolved
+            && self.backfill_wait == o.backfill_wait
+            && self.history == o.history
+            && self.configured == o.configured
+    }
 }
 
 /// Secrets that would otherwise reach a chat channel: `password=…`, `token: …`,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::event::{Labels, Ts};
-use crate::notify::config::NotifyConfig;
+use crate::notify::config::{NotifyConfig, RouteConfig};
 use crate::rules::{Alert, AlertState, Severity};
 
 /// An alert's identity: rule name and labels.
@@ -256,6 +256,89 @@ impl Notifier {
             g.next_flush = None;
             self.groups.insert(key, g);
         }
+    }
+
+    /// Switches to `cfg` after a config reload, keeping what was told to whom.
+    ///
+    /// Receivers are matched by name: what each was sent (an announced firing, the time of
+    /// its last message) carries over, and a removed receiver's record goes. Every held alert
+    /// is routed again through the new routes with its state (firing, announced, a change
+    /// still waiting), so a receiver that was told keeps getting the resolved notice and none
+    /// is told twice; a receiver newly responsible for a firing alert hears it is still
+    /// firing at the group's next flush. When an alert sat in several old routes (`continue`),
+    /// the copy from the route with the same identity ([`route_identity`]) is kept. A group
+    /// of a route that keeps its identity keeps its timing (group_wait already waited, the
+    /// group_interval since its last message). Alerts no new route takes are dropped without
+    /// a message and listed in the returned [`Remap`].
+    pub fn reconfigure(&mut self, cfg: Arc<NotifyConfig>) -> Remap {
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let new = self.cfg.clone();
+        let receiver: Vec<Option<usize>> = old
+            .receivers
+            .iter()
+            .map(|r| new.receivers.iter().position(|n| n.name == r.name))
+            .collect();
+        let same_route = match_routes(&old, &new);
+        let mut old_groups: Vec<(GroupKey, Group)> =
+            std::mem::take(&mut self.groups).into_iter().collect();
+        old_groups.sort_by(|a, b| a.0.cmp(&b.0));
+        // Every copy of an alert, with the old route it was in and that group's last flush.
+        let mut copies: BTreeMap<AlertKey, Vec<(usize, Option<Ts>, Member)>> = BTreeMap::new();
+        for ((route, labels), g) in old_groups {
+            if let Some(r) = same_route[route] {
+                // Kept even when empty: an emptied group still paces its next message.
+                self.groups.insert(
+                    (r, labels),
+                    Group {
+                        members: BTreeMap::new(),
+                        next_flush: g.next_flush,
+                        last_flush: g.last_flush,
+                    },
+                );
+            }
+            for (akey, mut m) in g.members {
+                m.sent = m
+                    .sent
+                    .iter()
+                    .filter_map(|&(i, t)| receiver.get(i).copied().flatten().map(|j| (j, t)))
+                    .collect();
+                copies
+                    .entry(akey)
+                    .or_default()
+                    .push((route, g.last_flush, m));
+            }
+        }
+        let mut remap = Remap {
+            removed_receivers: old
+                .receivers
+                .iter()
+                .filter(|r| !new.receivers.iter().any(|n| n.name == r.name))
+                .map(|r| r.name.clone())
+                .collect(),
+            ..Remap::default()
+        };
+        for (akey, list) in copies {
+            let routes = self.routes_for(&list[0].2.alert);
+            if routes.is_empty() {
+                remap.dropped.push(format!("{}{}", akey.0, akey.1));
+                continue;
+            }
+            for r in routes {
+                let (m, last_flush) = match list.iter().find(|(o, _, _)| same_route[*o] == Some(r))
+                {
+                    Some((_, _, m)) => (m.clone(), None),
+                    None => merge_copies(&list),
+                };
+                let key = (r, group_labels(&new.routes[r].group_by, &m.alert));
+                let g = self.groups.entry(key).or_default();
+                // A group formed anew keeps the pace of the groups its alerts came from.
+                if last_flush > g.last_flush {
+                    g.last_flush = last_flush;
+                }
+                g.members.insert(akey.clone(), m);
+            }
+        }
+        remap
     }
 
     /// Feeds one alert change.
@@ -613,6 +696,81 @@ impl Notifier {
             group.last_flush = Some(now);
         }
     }
+}
+
+/// What a config reload did to the notifier's state ([`Notifier::reconfigure`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Remap {
+    /// Held alerts (`rule{labels}`) that no route of the new config takes: dropped without
+    /// a message.
+    pub dropped: Vec<String>,
+    /// Receivers of the old config missing from the new one: what they were told is gone.
+    pub removed_receivers: Vec<String>,
+}
+
+/// What a route takes and how it groups: its severities, matchers and `group_by`. A reload
+/// keeps the groups of a route whose identity is unchanged; receivers, waits and intervals
+/// may change without making it a different route.
+pub fn route_identity(r: &RouteConfig) -> (Vec<Severity>, Vec<(&str, &str)>, &[String]) {
+    (
+        r.severities.clone(),
+        r.matcher_texts().collect(),
+        &r.group_by,
+    )
+}
+
+/// For each old route, the new route that is the same one: first by identity and receiver
+/// names, then by identity alone (a receiver added to or removed from a route), each new
+/// route matched at most once, in order.
+fn match_routes(old: &NotifyConfig, new: &NotifyConfig) -> Vec<Option<usize>> {
+    let names = |c: &NotifyConfig, r: &RouteConfig| -> Vec<String> {
+        let mut v: Vec<String> = r
+            .receivers
+            .iter()
+            .map(|&i| c.receivers[i].name.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut out: Vec<Option<usize>> = vec![None; old.routes.len()];
+    let mut used = vec![false; new.routes.len()];
+    for with_receivers in [true, false] {
+        for (i, o) in old.routes.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let found = new.routes.iter().enumerate().position(|(j, n)| {
+                !used[j]
+                    && route_identity(o) == route_identity(n)
+                    && (!with_receivers || names(old, o) == names(new, n))
+            });
+            if let Some(j) = found {
+                used[j] = true;
+                out[i] = Some(j);
+            }
+        }
+    }
+    out
+}
+
+/// One member from the copies of an alert in routes that are gone: the first copy, with
+/// what any copy told any receiver (so the new route's receivers that were not told hear
+/// "still firing", and those that were are not told again). Also the latest last flush of
+/// their groups.
+fn merge_copies(list: &[(usize, Option<Ts>, Member)]) -> (Member, Option<Ts>) {
+    let mut m = list[0].2.clone();
+    let mut last_flush = list[0].1;
+    for (_, lf, other) in &list[1..] {
+        last_flush = last_flush.max(*lf);
+        m.announced |= other.announced;
+        for &(i, t) in &other.sent {
+            match m.sent.iter_mut().find(|s| s.0 == i) {
+                Some(s) => s.1 = s.1.max(t),
+                None => m.sent.push((i, t)),
+            }
+        }
+    }
+    (m, last_flush)
 }
 
 /// The group labels of `a` for `group_by` (`rule` is the rule name).
@@ -989,6 +1147,160 @@ mod tests {
         assert!(m.tick(at(399), false).is_empty());
         let got = summaries(&m.tick(at(400), false));
         assert_eq!(got, vec!["stdout: RESOLVED critical crash{worker=\"w2\"}"]);
+    }
+
+    fn receivers(names: &[&str]) -> Vec<ReceiverConfig> {
+        names
+            .iter()
+            .map(|n| {
+                let mut r = ReceiverConfig::stdout(crate::notify::config::Format::Text);
+                r.name = n.to_string();
+                r
+            })
+            .collect()
+    }
+
+    fn cfg_with(names: &[&str], routes: Vec<RouteConfig>) -> Arc<NotifyConfig> {
+        let mut c = NotifyConfig::default_stdout();
+        c.receivers = receivers(names);
+        c.routes = routes;
+        Arc::new(c)
+    }
+
+    #[test]
+    fn reload_adds_a_receiver_that_hears_still_firing_and_resends_nothing_else() {
+        let mut n = Notifier::new(cfg_with(&["stdout"], vec![route(vec![0], 0)]));
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        assert_eq!(n.tick(at(0), false).len(), 1);
+        // Same config again: nothing changes, nothing is sent.
+        let same = n.reconfigure(cfg_with(&["stdout"], vec![route(vec![0], 0)]));
+        assert_eq!(same, Remap::default());
+        assert!(n.tick(at(20), false).is_empty());
+
+        // Slack is added in front (indexes shift) and to the route.
+        let r = n.reconfigure(cfg_with(&["slack", "stdout"], vec![route(vec![1, 0], 0)]));
+        assert_eq!(r, Remap::default());
+        assert!(n.tick(at(30), false).is_empty(), "paced by group_interval");
+        assert_eq!(
+            summaries(&n.tick(at(60), false)),
+            vec!["slack: STILL FIRING critical crash{worker=\"w1\"}"],
+            "stdout was told at 0 and is not told again"
+        );
+        n.push(
+            alert("crash", AlertState::Resolved, Severity::Critical, "w1", 70),
+            at(70),
+        );
+        assert!(n.tick(at(119), false).is_empty());
+        let mut got = summaries(&n.tick(at(120), false));
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                "slack: RESOLVED critical crash{worker=\"w1\"}",
+                "stdout: RESOLVED critical crash{worker=\"w1\"}",
+            ]
+        );
+    }
+
+    #[test]
+    fn reload_removing_a_route_and_its_receiver_drops_its_alerts_with_a_report() {
+        let mut crit = route(vec![1], 0);
+        crit.severities = vec![Severity::Critical];
+        let mut warn = route(vec![0], 0);
+        warn.severities = vec![Severity::Warning];
+        let mut n = Notifier::new(cfg_with(&["stdout", "pager"], vec![crit, warn.clone()]));
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        n.push(
+            alert("slow", AlertState::Firing, Severity::Warning, "w1", 0),
+            at(0),
+        );
+        assert_eq!(n.tick(at(0), false).len(), 2);
+        let r = n.reconfigure(cfg_with(&["stdout"], vec![warn]));
+        assert_eq!(
+            r,
+            Remap {
+                dropped: vec!["crash{worker=\"w1\"}".into()],
+                removed_receivers: vec!["pager".into()],
+            }
+        );
+        n.push(
+            alert("crash", AlertState::Resolved, Severity::Critical, "w1", 10),
+            at(10),
+        );
+        n.push(
+            alert("slow", AlertState::Resolved, Severity::Warning, "w1", 10),
+            at(10),
+        );
+        assert_eq!(
+            summaries(&n.tick(at(60), true)),
+            vec!["stdout: RESOLVED warning slow{worker=\"w1\"}"],
+            "the kept route still says its alert resolved; the removed one says nothing"
+        );
+    }
+
+    #[test]
+    fn reload_moves_an_alert_to_the_route_that_now_takes_it() {
+        let mut crit = route(vec![1], 0);
+        crit.severities = vec![Severity::Critical];
+        let rest = route(vec![0], 0);
+        let mut n = Notifier::new(cfg_with(&["stdout", "pager"], vec![crit, rest.clone()]));
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        assert_eq!(
+            summaries(&n.tick(at(0), false)),
+            vec!["pager: FIRING critical crash{worker=\"w1\"}"]
+        );
+        // The critical route goes: the catch-all takes the alert, and stdout, which never
+        // heard of it, learns it is still firing (and later that it resolved).
+        let r = n.reconfigure(cfg_with(&["stdout", "pager"], vec![rest]));
+        assert!(r.dropped.is_empty(), "{r:?}");
+        assert_eq!(
+            summaries(&n.tick(at(60), false)),
+            vec!["stdout: STILL FIRING critical crash{worker=\"w1\"}"]
+        );
+        n.push(
+            alert("crash", AlertState::Resolved, Severity::Critical, "w1", 70),
+            at(70),
+        );
+        assert_eq!(
+            summaries(&n.tick(at(120), false)),
+            vec!["stdout: RESOLVED critical crash{worker=\"w1\"}"]
+        );
+    }
+
+    #[test]
+    fn reload_regroups_when_group_by_changes_and_keeps_waiting_changes() {
+        let mut by_rule = route(vec![0], 10);
+        by_rule.group_by = vec!["rule".into()];
+        let mut n = Notifier::new(cfg_with(&["stdout"], vec![by_rule.clone()]));
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        assert_eq!(n.tick(at(10), false).len(), 1);
+        // w2 fires and waits for the group's interval when the reload comes.
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w2", 20),
+            at(20),
+        );
+        let mut by_worker = by_rule;
+        by_worker.group_by = vec!["worker".into()];
+        n.reconfigure(cfg_with(&["stdout"], vec![by_worker]));
+        assert_eq!(n.groups().len(), 2, "{:?}", n.groups().keys());
+        let got = summaries(&n.tick(at(70), true));
+        assert_eq!(
+            got,
+            vec!["stdout: FIRING critical crash{worker=\"w2\"}"],
+            "w1 is not told again; w2's firing still goes out"
+        );
     }
 
     #[test]

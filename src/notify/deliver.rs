@@ -223,6 +223,14 @@ impl History {
         }
     }
 
+    /// Keeps at most `cap` entries from now on (a reload changed `notify.history`).
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap.max(1);
+        while self.entries.len() > self.cap {
+            self.entries.pop_front();
+        }
+    }
+
     /// Appends an entry and counts it.
     pub fn record(&mut self, m: &Message, outcome: Outcome, attempts: u32, error: Option<String>) {
         let c = self.counts.entry(m.receiver_name.clone()).or_default();
@@ -309,6 +317,12 @@ impl Outbox {
         st.deadline = Some(deadline);
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// Takes everything still queued (a receiver replaced by a reload, at its deadline).
+    pub fn take_queued(&self) -> Vec<Message> {
+        let mut st = self.queue.lock().expect("outbox lock");
+        st.queue.drain(..).collect()
     }
 
     async fn pop(&self) -> Option<Message> {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod core;
 pub mod deliver;
 pub mod format;
+mod reload;
 pub mod state;
 
 use std::io::Write;
@@ -28,7 +29,7 @@ use crate::event::Ts;
 use crate::rules::Alert;
 
 use self::config::NotifyConfig;
-use self::core::{Body, Change, Message, Notifier};
+use self::core::{Body, Change, Message, Notifier, Remap};
 use self::deliver::{Gate, History, Outbox, Outcome, SharedHistory, Worker};
 pub use self::format::{format_text, short_duration};
 
@@ -60,6 +61,33 @@ impl Dispatcher {
             notifier: Notifier::new(cfg),
             gates,
         }
+    }
+
+    /// Switches to `cfg` after a config reload ([`Notifier::reconfigure`]). A receiver whose
+    /// name, rate limit and digest wait are unchanged keeps its gate (its rate-limit state and
+    /// what it holds for a digest); any other gate is drained: its digest is returned,
+    /// addressed by the receiver's index in the *old* config, for its old worker to deliver.
+    pub fn reconfigure(&mut self, cfg: Arc<NotifyConfig>, now: Ts) -> (Remap, Vec<Message>) {
+        let old = self.notifier.config().receivers.clone();
+        let mut old_gates: Vec<Option<Gate>> = std::mem::take(&mut self.gates)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for rc in &cfg.receivers {
+            let kept = old
+                .iter()
+                .position(|o| {
+                    o.name == rc.name && o.rate == rc.rate && o.digest_wait == rc.digest_wait
+                })
+                .and_then(|i| old_gates[i].take());
+            self.gates.push(kept.unwrap_or_else(|| Gate::new(rc)));
+        }
+        let digests = old_gates
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, g)| g.as_mut()?.poll((i, &old[i].name), now, true))
+            .collect();
+        (self.notifier.reconfigure(cfg), digests)
     }
 
     /// Feeds an alert change.
@@ -131,6 +159,8 @@ pub struct NotifySetup {
     pub grace: Duration,
     /// Where the held groups are published for `/status` (once per loop).
     pub status: Option<tokio::sync::watch::Sender<crate::ops::NotifySnapshot>>,
+    /// New configs from SIGHUP reloads (receivers, routes, inhibitions, `[notify]`).
+    pub reload: Option<mpsc::Receiver<Arc<NotifyConfig>>>,
 }
 
 /// A fresh shared history for `cfg`.
@@ -149,6 +179,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         clock,
         grace,
         status,
+        reload: mut configs,
     } = setup;
     let mut d = Dispatcher::new(cfg.clone());
     if let Some(dir) = &state_dir {
@@ -232,6 +263,12 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
                 }
                 None => false,
             },
+            Some(new) = reload::next_config(&mut configs) => {
+                let env = reload::Env { stdout: &stdout, history: &history, clock, grace };
+                reload::apply(&mut d, new, &mut outboxes, &mut workers, &mut stats, &env);
+                dirty = true;
+                true
+            }
             () = tokio::time::sleep(wait) => true,
         };
         let t = d.tick(clock.now(), !open);
@@ -340,19 +377,21 @@ fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory, failing:
     }
 }
 
-/// The groups `n` holds, for `/status`.
+/// The groups `n` holds, for `/status`: one entry per receiver of the group's route.
 fn snapshot(n: &Notifier) -> crate::ops::NotifySnapshot {
     let cfg = n.config();
     let mut groups: Vec<crate::ops::PendingGroup> = n
         .groups()
         .iter()
         .filter(|(_, g)| !g.members.is_empty())
-        .map(|((r, labels), g)| crate::ops::PendingGroup {
-            receiver: cfg
+        .flat_map(|((route, labels), g)| {
+            cfg.routes[*route]
                 .receivers
-                .get(*r)
-                .map(|rc| rc.name.clone())
-                .unwrap_or_default(),
+                .iter()
+                .map(move |&r| (r, labels, g))
+        })
+        .map(|(r, labels, g)| crate::ops::PendingGroup {
+            receiver: cfg.receivers[r].name.clone(),
             labels: labels.clone(),
             alerts: g
                 .members
@@ -376,5 +415,109 @@ impl Write for FailWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Labels;
+    use crate::notify::config::{Format, RateLimit, ReceiverConfig, RouteConfig};
+    use crate::rules::{AlertState, Op, Severity};
+
+    fn at(s: u64) -> Ts {
+        Ts::from_secs(1_795_428_000 + s)
+    }
+
+    fn firing(worker: &str, s: u64) -> Alert {
+        Alert {
+            rule: Arc::from("crash"),
+            rule_type: "count",
+            labels: Labels::from_pairs([("worker", worker)]),
+            state: AlertState::Firing,
+            severity: Severity::Critical,
+            value: 3.0,
+            threshold: 1.0,
+            op: Op::Gt,
+            window_secs: Some(300),
+            count: 3,
+            total: None,
+            at: at(s),
+            since: at(s),
+            summary: None,
+            evidence: Vec::new(),
+            backfill: false,
+            context: Vec::new(),
+        }
+    }
+
+    /// "slack" (one message per hour, then a digest after 30 s) on a route grouping by worker.
+    fn cfg(period: u64) -> Arc<NotifyConfig> {
+        let mut c = NotifyConfig::default_stdout();
+        let mut slack = ReceiverConfig::stdout(Format::Text);
+        slack.name = "slack".into();
+        slack.rate = Some(RateLimit {
+            period: Duration::from_secs(period),
+            burst: 1,
+        });
+        c.receivers = vec![slack];
+        c.routes = vec![RouteConfig {
+            group_wait: Duration::ZERO,
+            group_by: vec!["worker".into()],
+            ..RouteConfig::catch_all(1)
+        }];
+        Arc::new(c)
+    }
+
+    #[test]
+    fn reload_keeps_the_gate_of_an_unchanged_receiver_and_drains_a_changed_one() {
+        let mut d = Dispatcher::new(cfg(3600));
+        d.push(firing("w1", 0), at(0));
+        assert_eq!(d.tick(at(0), false).send.len(), 1);
+        d.push(firing("w2", 1), at(1));
+        assert_eq!(
+            d.tick(at(1), false).held.len(),
+            1,
+            "the hour's message is spent"
+        );
+
+        // Unchanged: the gate (spent limit, one held) carries on; nothing to drain.
+        let (_, drained) = d.reconfigure(cfg(3600), at(2));
+        assert!(drained.is_empty());
+        d.push(firing("w3", 3), at(3));
+        assert_eq!(
+            d.tick(at(3), false).held.len(),
+            1,
+            "still limited after the reload"
+        );
+
+        // Changed limit: a new gate; the old one's digest comes back for the old worker.
+        let (_, drained) = d.reconfigure(cfg(60), at(4));
+        assert_eq!(drained.len(), 1, "{drained:?}");
+        let Body::Digest { held, .. } = &drained[0].body else {
+            panic!("{drained:?}")
+        };
+        assert_eq!((*held, drained[0].receiver), (2, 0));
+        d.push(firing("w4", 5), at(5));
+        assert_eq!(
+            d.tick(at(5), false).send.len(),
+            1,
+            "the new gate has its burst"
+        );
+    }
+
+    #[test]
+    fn pending_groups_are_listed_per_receiver_of_their_route() {
+        let mut c = (*cfg(1)).clone();
+        let mut pager = c.receivers[0].clone();
+        pager.name = "pager".into();
+        c.receivers.insert(0, pager);
+        // The only route (index 0) goes to slack (index 1) alone.
+        c.routes[0].receivers = vec![1];
+        let mut d = Dispatcher::new(Arc::new(c));
+        d.push(firing("w1", 0), at(0));
+        let s = snapshot(&d.notifier);
+        let receivers: Vec<&str> = s.groups.iter().map(|g| g.receiver.as_str()).collect();
+        assert_eq!(receivers, ["slack"]);
     }
 }

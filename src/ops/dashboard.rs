@@ -1,6 +1,7 @@
 //! `/`: a small server-rendered dashboard. One card per source (lines, events per kind with
 //! their rate), totals, queues, pending and firing alerts, receivers, and the last hour of
-//! error rate and queue depth as inline SVG charts. No JavaScript and no CDN (the machine
+//! error rate, total queue depth and the depth of each queue (up to [`QUEUE_CHARTS`]) as
+//! inline SVG charts. No JavaScript and no CDN (the machine
 //! may be offline); the page reloads itself every [`REFRESH_SECS`].
 //!
 //! Every number carries `data-value` and a stable `id` or `data-*` key, so a test (or a
@@ -14,6 +15,8 @@ use super::Hub;
 
 /// Seconds between automatic reloads of the page.
 pub const REFRESH_SECS: u32 = 10;
+/// Most per-queue depth charts on the page; a note counts the others.
+pub const QUEUE_CHARTS: usize = 12;
 
 /// HTML-escapes text for element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -49,9 +52,13 @@ fn value(attrs: &str, v: f64) -> String {
     format!(r#"<span class="v" {attrs} data-value="{t}">{t}</span>"#)
 }
 
-/// An SVG polyline chart of `points` (oldest first), `w`×`h` pixels, with its maximum.
+/// An SVG polyline chart of `points` (oldest first), 360×80 pixels, with its maximum.
 pub fn chart(id: &str, title: &str, points: &[f64]) -> String {
-    let (w, h) = (360.0, 80.0);
+    chart_sized(id, title, points, (360.0, 80.0))
+}
+
+/// [`chart`], `w`×`h` pixels.
+fn chart_sized(id: &str, title: &str, points: &[f64], (w, h): (f64, f64)) -> String {
     let max = points.iter().copied().fold(0.0_f64, f64::max);
     let mut svg = format!(
         r#"<figure class="chart"><figcaption>{} <small>(last hour, max {})</small></figcaption><svg id="{}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{}">"#,
@@ -75,7 +82,11 @@ pub fn chart(id: &str, title: &str, points: &[f64]) -> String {
             pts.join(" ")
         );
     } else {
-        svg.push_str(r##"<text x="8" y="44" fill="#57606a">collecting…</text>"##);
+        let _ = write!(
+            svg,
+            r##"<text x="8" y="{:.0}" fill="#57606a">collecting…</text>"##,
+            h / 2.0 + 4.0
+        );
     }
     svg.push_str("</svg></figure>");
     svg
@@ -92,6 +103,7 @@ table{border-collapse:collapse}td,th{padding:.2em .6em;text-align:left;border-bo
 .v{font-variant-numeric:tabular-nums;font-weight:600}
 .firing{color:#cf222e;font-weight:600}.pending{color:#bf8700}
 figure{display:inline-block;margin:0 1em 1em 0}small{color:#57606a}
+.queue-chart{display:inline-block}.queue-chart figcaption{font-size:.85em}
 "#;
 
 /// Renders the dashboard from the `/status` document (so both always agree).
@@ -185,6 +197,7 @@ pub fn render(hub: &Hub) -> String {
     h.push_str(&chart("chart-errors", "errors per minute", &errors));
     if st["queues"].as_array().is_some_and(|q| !q.is_empty()) {
         h.push_str(&chart("chart-depth", "queue depth (all queues)", &depth));
+        queue_charts(&mut h, &st, &by_start, now);
     }
 
     // Sources.
@@ -382,6 +395,76 @@ pub fn render(hub: &Hub) -> String {
     h
 }
 
+/// One small depth chart per application queue (the `queue` label) of each configured
+/// `[[queue]]`, in config order then by name, at most [`QUEUE_CHARTS`], with a note counting
+/// the others. A level carries into minutes without a poll; a queue missing from a minute's
+/// poll is 0.
+fn queue_charts(
+    h: &mut String,
+    st: &Value,
+    by_start: &std::collections::HashMap<&str, &Value>,
+    now: u64,
+) {
+    let configured: Vec<&Value> = st["queues"].as_array().into_iter().flatten().collect();
+    let mut keys: Vec<(usize, String)> = Vec::new();
+    let mut add = |i: usize, q: &str| {
+        if !keys.iter().any(|(j, k)| *j == i && k == q) {
+            keys.push((i, q.to_string()));
+        }
+    };
+    for (i, qc) in configured.iter().enumerate() {
+        let name = qc["name"].as_str().unwrap_or("");
+        for m in by_start.values() {
+            for q in m["queue_depth"][name].as_object().into_iter().flatten() {
+                add(i, q.0);
+            }
+        }
+        for s in qc["series"].as_array().into_iter().flatten() {
+            if s["metric"] == "depth" {
+                let l = &s["labels"];
+                add(i, l["queue"].as_str().or(l["key"].as_str()).unwrap_or(""));
+            }
+        }
+    }
+    keys.sort();
+    if keys.is_empty() {
+        return;
+    }
+    h.push_str(r#"<div id="queue-charts">"#);
+    for (n, (i, q)) in keys.iter().take(QUEUE_CHARTS).enumerate() {
+        let name = configured[*i]["name"].as_str().unwrap_or("");
+        let mut points = Vec::with_capacity(super::HISTORY_MINUTES);
+        let mut last = 0.0;
+        for back in (0..super::HISTORY_MINUTES as u64).rev() {
+            let start = crate::event::Ts((now - now % 60_000).saturating_sub(back * 60_000));
+            let polled = by_start
+                .get(start.rfc3339().as_str())
+                .and_then(|m| m["queue_depth"][name].as_object());
+            if let Some(per_queue) = polled {
+                last = per_queue.get(q).map(num).unwrap_or(0.0);
+            }
+            points.push(last);
+        }
+        let key = esc(&format!("{name}/{q}"));
+        let _ = write!(h, r#"<div class="queue-chart" data-queue-chart="{key}">"#);
+        h.push_str(&chart_sized(
+            &format!("chart-depth-{n}"),
+            &format!("{name} · {q}"),
+            &points,
+            (180.0, 50.0),
+        ));
+        h.push_str("</div>");
+    }
+    if keys.len() > QUEUE_CHARTS {
+        let _ = write!(
+            h,
+            r#"<p id="queue-charts-more" data-value="{0}"><small>{0} more queues are not charted (/status lists them all)</small></p>"#,
+            keys.len() - QUEUE_CHARTS
+        );
+    }
+    h.push_str("</div>");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +485,45 @@ mod tests {
             "{s}"
         );
         assert!(chart("c", "t", &[]).contains("collecting"));
+    }
+
+    #[test]
+    fn one_chart_per_queue_up_to_the_cap_with_a_note() {
+        use crate::queues::{Metric, Sample, SampleBatch};
+        let hub = Hub::new(crate::clock::Clock::start());
+        hub.layout.send_modify(|l| {
+            l.queues.push(crate::ops::QueueLayout {
+                name: "celery".into(),
+                url: "redis://127.0.0.1:6379/0".into(),
+                interval: std::time::Duration::from_secs(5),
+                timeout: std::time::Duration::from_secs(2),
+            })
+        });
+        let mut a = crate::ops::Activity::default();
+        let samples = (0..QUEUE_CHARTS + 3)
+            .map(|i| Sample {
+                labels: crate::event::Labels::from_pairs([("queue", format!("q{i:02}").as_str())]),
+                metric: Metric::Depth,
+                value: i as f64,
+            })
+            .collect();
+        let now = hub.clock.now();
+        a.samples(&SampleBatch {
+            source: "celery".into(),
+            at: now,
+            samples,
+            complete: true,
+        });
+        hub.counters.send_replace(a.snapshot(now));
+        let page = render(&hub);
+        assert_eq!(page.matches("data-queue-chart=").count(), QUEUE_CHARTS);
+        assert!(page.contains(r#"data-queue-chart="celery/q00""#), "{page}");
+        assert!(page.contains(r#"data-queue-chart="celery/q11""#));
+        assert!(!page.contains(r#"data-queue-chart="celery/q12""#));
+        assert!(
+            page.contains(r#"id="queue-charts-more" data-value="3""#),
+            "{page}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -34,6 +35,36 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     Ok(l)
 }
 
+/// A running listener: the address it was asked to bind, and how to stop it.
+pub struct Running {
+    /// The configured address (port 0 stays 0 here: it is what a reload compares).
+    pub addr: SocketAddr,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long a stopping listener may take to finish the requests it is serving.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl Running {
+    /// Binds `addr` ([`bind`]) and serves `hub` on it.
+    pub async fn start(addr: SocketAddr, hub: Arc<Hub>) -> std::io::Result<Running> {
+        let listener = bind(addr).await?;
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, hub, cancel.clone()));
+        Ok(Running { addr, cancel, task })
+    }
+
+    /// Stops accepting, lets open requests finish (at most [`STOP_GRACE`]), and closes.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(STOP_GRACE, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
 /// Serves until `cancel`.
 pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>, cancel: CancellationToken) {
     let addr = listener.local_addr().ok();
@@ -41,8 +72,9 @@ pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<Hub>, cancel: Can
     let res = axum::serve(listener, router(hub))
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await;
-    if let Err(e) = res {
-        tracing::error!(error = %e, "http listener failed");
+    match res {
+        Ok(()) => tracing::debug!(addr = ?addr, "http listener stopped"),
+        Err(e) => tracing::error!(error = %e, "http listener failed"),
     }
 }
 

@@ -11,7 +11,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::Hub;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use super::{DurationHistogram, Hub};
 use crate::event::Labels;
 
 /// The content type of [`render`]'s output (served with the 0.0.4 type, Prometheus would
@@ -24,7 +27,7 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// that do not ask for OpenMetrics (`curl`, `promtool check metrics`, old Prometheus): a
 /// counter family `x` becomes `x_total` in its `# HELP` and `# TYPE` lines (the samples are
 /// already `x_total`), and `# EOF` goes. We only emit counters and gauges, so that is all
-/// the difference.
+/// the difference (histograms look the same in both).
 pub fn to_text_format(om: &str) -> String {
     let counters: std::collections::HashSet<&str> = om
         .lines()
@@ -59,6 +62,26 @@ pub fn to_text_format(om: &str) -> String {
 type L = Vec<(String, String)>;
 type Counters = Family<L, Counter<u64, AtomicU64>>;
 type Gauges = Family<L, Gauge<f64, AtomicU64>>;
+
+/// A histogram family built from totals ([`DurationHistogram`]): prometheus-client's own
+/// `Histogram` can only observe, and the registry is rebuilt from snapshots per scrape.
+#[derive(Debug, Default)]
+struct Histograms(Vec<(L, DurationHistogram)>);
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        for (labels, h) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count(), &h.buckets(), None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 /// A label name Prometheus accepts: `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`, and
 /// not one of the names we set ourselves (`reserved`), which get a `label_` prefix.
@@ -282,9 +305,10 @@ pub fn render(hub: &Hub) -> String {
         "Whether the last poll of a [[queue]] reached Redis (1) or not (0)",
     );
     let latency = b.gauges(
-        "queue_poll_duration_seconds",
+        "queue_last_poll_duration_seconds",
         "Round-trip time of the last successful poll",
     );
+    let mut durations = Histograms::default();
     let age = b.gauges(
         "queue_last_poll_age_seconds",
         "Seconds since the last successful poll",
@@ -320,6 +344,7 @@ pub fn render(hub: &Hub) -> String {
         set(&up, lab.clone(), if q.up == Some(true) { 1.0 } else { 0.0 });
         if let Some(s) = q.latency_seconds {
             set(&latency, lab.clone(), s);
+            durations.0.push((lab.clone(), q.latency.clone()));
         }
         if let Some(t) = q.last_ok {
             set(&age, lab.clone(), now.since(t).as_secs_f64());
@@ -339,6 +364,12 @@ pub fn render(hub: &Hub) -> String {
             }
         }
     }
+
+    b.reg.register(
+        "queue_poll_duration_seconds",
+        "Round-trip times of successful polls",
+        durations,
+    );
 
     // Rules: ALERTS-style series per pending/firing alert, and a per-rule count.
     let alerts = b.gauges(
@@ -447,6 +478,31 @@ mod tests {
             to_text_format(om),
             "# HELP a_x_total Things.\n# TYPE a_x_total counter\na_x_total 3\n# HELP a_g G.\n# TYPE a_g gauge\na_g 1.0\n"
         );
+    }
+
+    #[test]
+    fn poll_durations_are_a_histogram_per_queue() {
+        let hub = Hub::new(crate::clock::Clock::start());
+        hub.queue("jobs", |q| {
+            q.latency_seconds = Some(0.003);
+            q.latency.observe(0.002);
+            q.latency.observe(0.003);
+            q.latency.observe(9.0);
+        });
+        let om = render(&hub);
+        for want in [
+            "# TYPE logwarden_queue_poll_duration_seconds histogram",
+            r#"logwarden_queue_poll_duration_seconds_count{source="jobs"} 3"#,
+            r#"logwarden_queue_poll_duration_seconds_bucket{le="0.001",source="jobs"} 0"#,
+            r#"logwarden_queue_poll_duration_seconds_bucket{le="0.005",source="jobs"} 2"#,
+            r#"logwarden_queue_poll_duration_seconds_bucket{le="5.0",source="jobs"} 2"#,
+            r#"logwarden_queue_poll_duration_seconds_bucket{le="+Inf",source="jobs"} 3"#,
+            r#"logwarden_queue_last_poll_duration_seconds{source="jobs"} 0.003"#,
+        ] {
+            assert!(om.lines().any(|l| l == want), "missing {want}\n{om}");
+        }
+        let text = to_text_format(&om);
+        assert!(text.contains("# TYPE logwarden_queue_poll_duration_seconds histogram\n"));
     }
 
     #[test]

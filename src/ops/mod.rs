@@ -40,6 +40,9 @@ use crate::sources::file::TailerStats;
 pub const HISTORY_MINUTES: usize = 60;
 /// Most rule windows published for `/status`.
 pub const STATUS_WINDOWS: usize = 500;
+/// Most per-queue depth series (`[[queue]]` × the application's queue) kept in the history;
+/// later ones are left out of it (the dashboard says how many it does not chart).
+pub const QUEUE_SERIES: usize = 100;
 /// Kinds counted as errors in the error-rate chart.
 pub const ERROR_KINDS: [&str; 3] = ["error", "crash", "oom"];
 
@@ -90,6 +93,10 @@ pub struct QueueStatus {
     pub last_error: Option<String>,
     /// Round-trip time of the last successful poll, in seconds.
     pub latency_seconds: Option<f64>,
+    /// Round-trip times of all successful polls (kept across reloads that restart the
+    /// poller, like the counters).
+    #[serde(skip)]
+    pub latency: DurationHistogram,
     /// Polls that returned samples.
     pub polls: u64,
     /// Polls that failed.
@@ -98,6 +105,51 @@ pub struct QueueStatus {
     pub key_errors: u64,
     /// The last poll's series: labels, metric name, value.
     pub series: Vec<(Labels, &'static str, f64)>,
+}
+
+/// Upper bounds of [`DurationHistogram`]'s buckets, in seconds: a poll is one round trip
+/// (about 2 ms on a LAN) and gives up at its `timeout` (2 s by default).
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Durations counted per bucket of [`DURATION_BUCKETS`] (plus one for longer ones), with
+/// their sum: what a Prometheus histogram exposes, kept as totals so `/metrics` can build
+/// it per scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DurationHistogram {
+    /// Observations per bucket (not cumulative); the last one counts those above every
+    /// bound.
+    pub counts: [u64; DURATION_BUCKETS.len() + 1],
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+}
+
+impl DurationHistogram {
+    /// Counts one duration, in seconds.
+    pub fn observe(&mut self, secs: f64) {
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += secs;
+    }
+
+    /// Observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(upper bound, observations in that bucket)`, ending with `+Inf`.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        DURATION_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts)
+            .collect()
+    }
 }
 
 /// A group the notifier holds, for `/status`.
@@ -147,6 +199,9 @@ pub struct Minute {
     pub per_source_kind: HashMap<(Arc<str>, Arc<str>), u64>,
     /// Latest total depth per `[[queue]]` in this minute.
     pub depth: BTreeMap<String, f64>,
+    /// Latest depth per `[[queue]]` and application queue (the `queue` label) in this
+    /// minute (at most [`QUEUE_SERIES`] in all).
+    pub queue_depth: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 /// The counters stage's published view.
@@ -182,6 +237,7 @@ pub struct Activity {
     events: HashMap<(Arc<str>, Arc<str>), HashMap<Labels, u64>>,
     minutes: VecDeque<Minute>,
     depth: BTreeMap<Arc<str>, f64>,
+    queue_depth: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 fn minute_of(t: Ts) -> Ts {
@@ -205,6 +261,7 @@ impl Activity {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect();
+            m.queue_depth = self.queue_depth.clone();
             self.minutes.push_back(m);
             while self.minutes.len() > HISTORY_MINUTES {
                 self.minutes.pop_front();
@@ -274,7 +331,33 @@ impl Activity {
             .fold(0.0, |a, s| a + s.value);
         self.depth.insert(b.source.clone(), total);
         let name = b.source.to_string();
-        self.minute(b.at).depth.insert(name, total);
+        // Per application queue; a complete poll replaces the `[[queue]]`'s whole set.
+        let others: usize = self
+            .queue_depth
+            .iter()
+            .filter(|(k, _)| **k != name)
+            .map(|(_, q)| q.len())
+            .sum();
+        let mut per_queue: BTreeMap<String, f64> = BTreeMap::new();
+        for s in b.samples.iter().filter(|s| s.metric == Metric::Depth) {
+            let q = s
+                .labels
+                .get("queue")
+                .or_else(|| s.labels.get("key"))
+                .unwrap_or("");
+            let room = others + per_queue.len() < QUEUE_SERIES;
+            match per_queue.get_mut(q) {
+                Some(v) => *v += s.value,
+                None if room => {
+                    per_queue.insert(q.to_string(), s.value);
+                }
+                None => {}
+            }
+        }
+        self.queue_depth.insert(name.clone(), per_queue.clone());
+        let m = self.minute(b.at);
+        m.depth.insert(name.clone(), total);
+        m.queue_depth.insert(name, per_queue);
     }
 
     /// The snapshot at `now`.
@@ -413,6 +496,92 @@ mod tests {
         assert_eq!((s.minutes[0].events, s.minutes[0].errors), (2, 1));
         assert_eq!((s.minutes[1].events, s.minutes[1].errors), (1, 1));
         assert_eq!(s.events.len(), 3);
+    }
+
+    #[test]
+    fn duration_histogram_buckets_at_their_upper_bounds() {
+        let mut h = DurationHistogram::default();
+        for s in [0.0005, 0.001, 0.0011, 2.0, 7.0] {
+            h.observe(s);
+        }
+        let b = h.buckets();
+        assert_eq!(b.len(), DURATION_BUCKETS.len() + 1);
+        assert_eq!(
+            b[0],
+            (0.001, 2),
+            "a bound is inclusive, like Prometheus's le"
+        );
+        assert_eq!(b[1], (0.0025, 1));
+        assert_eq!(b[10], (2.5, 1));
+        assert_eq!(b[12], (f64::INFINITY, 1));
+        assert_eq!(h.count(), 5);
+        assert!((h.sum - 9.0026).abs() < 1e-9, "{}", h.sum);
+    }
+
+    #[test]
+    fn depth_is_kept_per_queue_and_carried_into_quiet_minutes() {
+        use crate::queues::Sample;
+        let sample = |queue: &str, part: &str, v: f64| Sample {
+            labels: Labels::from_pairs([("queue", queue), ("part", part)]),
+            metric: Metric::Depth,
+            value: v,
+        };
+        let mut a = Activity::default();
+        a.samples(&SampleBatch {
+            source: "celery".into(),
+            at: Ts(0),
+            samples: vec![
+                sample("default", "waiting", 3.0),
+                sample("default", "active", 1.0),
+                sample("emails", "waiting", 2.0),
+            ],
+            complete: true,
+        });
+        a.samples(&SampleBatch {
+            source: "celery".into(),
+            at: Ts(61_000),
+            samples: vec![sample("default", "waiting", 5.0)],
+            complete: true,
+        });
+        a.event(&ev("error", "w", 125_000));
+        let s = a.snapshot(Ts(125_000));
+        let q = |i: usize| &s.minutes[i].queue_depth["celery"];
+        assert_eq!(q(0)["default"], 4.0);
+        assert_eq!(q(0)["emails"], 2.0);
+        assert_eq!(
+            q(1).len(),
+            1,
+            "a complete poll replaces the set: {:?}",
+            q(1)
+        );
+        assert_eq!(
+            q(2)["default"],
+            5.0,
+            "a level carries into a minute without a poll"
+        );
+        assert_eq!(s.minutes[2].depth["celery"], 5.0);
+    }
+
+    #[test]
+    fn per_queue_depth_is_capped() {
+        use crate::queues::Sample;
+        let mut a = Activity::default();
+        let samples = (0..QUEUE_SERIES + 5)
+            .map(|i| Sample {
+                labels: Labels::from_pairs([("queue", format!("q{i:03}").as_str())]),
+                metric: Metric::Depth,
+                value: 1.0,
+            })
+            .collect();
+        a.samples(&SampleBatch {
+            source: "big".into(),
+            at: Ts(0),
+            samples,
+            complete: true,
+        });
+        let s = a.snapshot(Ts(0));
+        assert_eq!(s.minutes[0].queue_depth["big"].len(), QUEUE_SERIES);
+        assert_eq!(s.minutes[0].depth["big"], (QUEUE_SERIES + 5) as f64);
     }
 
     #[test]

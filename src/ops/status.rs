@@ -190,6 +190,7 @@ pub fn status(hub: &Hub) -> Value {
                 "events": m.events,
                 "errors": m.errors,
                 "depth": m.depth,
+                "queue_depth": m.queue_depth,
             })
         })
         .collect();

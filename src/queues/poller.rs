@@ -613,6 +613,7 @@ pub async fn run(
     // None until the first poll; then whether the last poll worked.
     let mut up: Option<bool> = None;
     let mut down_since: Option<(Ts, Instant, u64)> = None;
+    let mut key_errors_published = 0;
     tracing::info!(queue = %name, url = %url, interval = ?interval, "polling redis queue depths");
     loop {
         tokio::select! {
@@ -634,7 +635,9 @@ pub async fn run(
         };
         let Some(result) = result else { break };
         let latency = started.elapsed().as_secs_f64();
-        publish(&hub, &name, &poller.stats, now, latency, &result);
+        let key_errors = poller.stats.key_errors - key_errors_published;
+        key_errors_published = poller.stats.key_errors;
+        publish(&hub, &name, key_errors, now, latency, &result);
         let health = match result {
             Ok(samples) => {
                 poller.stats.polls += 1;
@@ -703,26 +706,27 @@ pub async fn run(
     }
 }
 
-/// Records one poll's outcome in the hub (once per poll).
+/// Records one poll's outcome in the hub (once per poll). The hub's counters are added to,
+/// not set: a poller restarted by a reload counts on from its predecessor's totals.
 fn publish(
     hub: &crate::ops::Hub,
     name: &str,
-    stats: &PollStats,
+    key_errors: u64,
     now: Ts,
     latency: f64,
     result: &Result<Vec<Sample>, String>,
 ) {
     hub.queue(name, |q| {
         q.last_attempt = Some(now);
-        q.key_errors = stats.key_errors;
+        q.key_errors += key_errors;
         match result {
             Ok(samples) => {
                 q.up = Some(true);
                 q.last_ok = Some(now);
                 q.last_error = None;
                 q.latency_seconds = Some(latency);
-                q.polls = stats.polls + 1;
-                q.failed = stats.failed;
+                q.latency.observe(latency);
+                q.polls += 1;
                 q.series = samples
                     .iter()
                     .map(|s| (s.labels.clone(), s.metric.as_str(), s.value))
@@ -731,8 +735,7 @@ fn publish(
             Err(e) => {
                 q.up = Some(false);
                 q.last_error = Some(e.clone());
-                q.polls = stats.polls;
-                q.failed = stats.failed + 1;
+                q.failed += 1;
             }
         }
     });

@@ -175,9 +175,19 @@ pub async fn run_with_stats(
         .map(|_| ())
 }
 
-/// [`run_with_stats`], starting from `resume` (instead of the checkpoint file) when given,
-/// and returning the final checkpoints: a config reload hands them from the old tailer to
-/// the new one, so it resumes exactly even without a `state_dir`.
+/// What a config reload hands from a stopped tailer to the one that replaces it.
+#[derive(Debug, Default, Clone)]
+pub struct Handover {
+    /// The old tailer's final offsets, so the new one resumes exactly even without a
+    /// `state_dir`; `None` (it failed): read the checkpoint file, as at start-up.
+    pub checkpoints: Option<Vec<Checkpoint>>,
+    /// Its last counters: the new tailer counts on from them ([`Tailer::carry`]), so the
+    /// `/metrics` counters never go back.
+    pub stats: TailerStats,
+}
+
+/// [`run_with_stats`], taking over from a stopped tailer when `resume` is given, and
+/// returning the final checkpoints for the next one.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_resuming(
     sources: Vec<SourceConfig>,
@@ -187,7 +197,7 @@ pub async fn run_resuming(
     cancel: CancellationToken,
     clock: Clock,
     stats: Option<watch::Sender<TailerStats>>,
-    resume: Option<Vec<Checkpoint>>,
+    resume: Option<Handover>,
 ) -> std::io::Result<Vec<Checkpoint>> {
     let (store, saved) = match &state_dir {
         Some(dir) => {
@@ -198,11 +208,16 @@ pub async fn run_resuming(
         }
         None => (None, Vec::new()),
     };
-    let saved = resume.unwrap_or(saved);
+    let (saved, carried) = match resume {
+        Some(h) => (h.checkpoints.unwrap_or(saved), h.stats),
+        None => (saved, TailerStats::default()),
+    };
     let mut core = Tailer::new(&sources, &cfg, saved)?;
+    core.carry(&carried);
     let wake = Arc::new(Notify::new());
     let rescan = Arc::new(AtomicBool::new(true));
     let mut dirs = DirWatcher::new(wake.clone(), rescan.clone());
+    dirs.errors = carried.watch_errors;
     // Watch before the first scan, so nothing that happens after the scan goes unnoticed.
     dirs.sync(&core.watch_dirs());
     let lag = CHECKPOINT_LAG.min(cfg.checkpoint_interval);
@@ -210,8 +225,8 @@ pub async fn run_resuming(
     let mut next_ckpt = Instant::now() + cfg.checkpoint_interval;
     let mut pending: Option<(Instant, Vec<Checkpoint>)> = None;
     let mut saved: Vec<Checkpoint> = Vec::new();
-    let (mut writes, mut failing) = (0u64, false);
-    let mut write_errors = 0u64;
+    let (mut writes, mut failing) = (carried.checkpoint_writes, false);
+    let mut write_errors = carried.checkpoint_errors;
     loop {
         let stopping = cancel.is_cancelled();
         let t = Instant::now();

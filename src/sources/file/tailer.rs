@@ -287,6 +287,24 @@ impl Tailer {
         dirs
     }
 
+    /// Counts on from `prev`, the last counters of a tailer this one replaces (a config
+    /// reload): per-path counts of the sources it still has (by name; a removed source's
+    /// paths go) and the totals, so `/metrics` counters never go back. A carried path counts
+    /// as closed until this tailer opens a file there.
+    pub fn carry(&mut self, prev: &TailerStats) {
+        for f in &prev.files {
+            if let Some(s) = self.sources.iter_mut().find(|s| s.name == f.source) {
+                let st = FileStats {
+                    open: false,
+                    ..f.clone()
+                };
+                s.stats.insert(f.path.clone(), st);
+            }
+        }
+        self.skipped_for_cap = prev.skipped_for_cap;
+        self.errors = prev.errors;
+    }
+
     /// Counters, for `/metrics` and `/status`.
     pub fn stats(&self) -> TailerStats {
         let mut files = Vec::new();
@@ -973,6 +991,48 @@ mod tests {
         assert_eq!(l.get("worker"), Some("ingest-1-app"));
         assert_eq!(l.get("file"), Some("app.log"));
         assert_eq!(l.get("team"), Some("ops"));
+    }
+
+    #[test]
+    fn a_replacing_tailer_counts_on_from_the_stats_it_carries() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        fs::write(&p, b"one\ntwo\n").unwrap();
+        let mut src = SourceConfig::files(&d.path().join("*.log").display().to_string());
+        src.start_at = crate::config::StartAt::Beginning;
+        let gone = SourceConfig::files("/nonexistent/*.log");
+        let cfg = TailerConfig::default();
+        let mut old = Tailer::new(&[src.clone(), gone.clone()], &cfg, Vec::new()).unwrap();
+        let mut out = Vec::new();
+        old.poll(Ts(0), true, &mut out);
+        assert_eq!(out.len(), 2);
+        let mut prev = old.stats();
+        prev.errors = 3;
+        prev.files.push(FileStats {
+            source: gone.name.clone(),
+            path: "/nonexistent/x.log".into(),
+            lines: 9,
+            ..FileStats::default()
+        });
+
+        // The new tailer (the removed source gone) resumes at the old offsets.
+        let mut new = Tailer::new(&[src], &cfg, old.checkpoints()).unwrap();
+        new.carry(&prev);
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"three\n")
+            .unwrap();
+        out.clear();
+        new.poll(Ts(1), true, &mut out);
+        assert_eq!(out.len(), 1, "resumed, not re-read");
+        let st = new.stats();
+        assert_eq!(st.files.len(), 1, "the removed source's paths go: {st:?}");
+        let f = &st.files[0];
+        assert_eq!((f.lines, f.bytes, f.open), (3, 14, true));
+        assert_eq!(st.errors, 3, "carried; the new tailer had no failures");
     }
 
     #[test]
