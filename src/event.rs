@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A point in time in milliseconds since the Unix epoch.
 ///
@@ -23,7 +23,55 @@ impl Serialize for Ts {
     }
 }
 
+impl<'de> Deserialize<'de> for Ts {
+    /// The RFC 3339 text [`Ts::rfc3339`] writes (or a number of milliseconds).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Ms(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Ms(ms) => Ok(Ts(ms)),
+            Raw::Text(t) => Ts::parse_rfc3339(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "expected a time like 2026-11-23T10:00:00.000Z, got {t:?}"
+                ))
+            }),
+        }
+    }
+}
+
 impl Ts {
+    /// Parses what [`Ts::rfc3339`] writes: `YYYY-MM-DDTHH:MM:SS.mmmZ` (the milliseconds may be
+    /// left out). Not a general RFC 3339 parser: no offsets, no other precisions.
+    pub fn parse_rfc3339(s: &str) -> Option<Ts> {
+        let b = s.as_bytes();
+        let num = |r: std::ops::Range<usize>| -> Option<u64> {
+            let d = b.get(r)?;
+            d.iter()
+                .all(u8::is_ascii_digit)
+                .then(|| d.iter().fold(0u64, |n, c| n * 10 + u64::from(c - b'0')))
+        };
+        let sep = |i: usize, c: u8| b.get(i) == Some(&c);
+        if !(sep(4, b'-') && sep(7, b'-') && sep(10, b'T') && sep(13, b':') && sep(16, b':')) {
+            return None;
+        }
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        let ms = match b.len() {
+            20 if sep(19, b'Z') => 0,
+            24 if sep(19, b'.') && sep(23, b'Z') => num(20..23)?,
+            _ => return None,
+        };
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+            return None;
+        }
+        let days = u64::try_from(days_from_civil(y as i64, mo as u32, d as u32)).ok()?;
+        Some(Ts(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + ms))
+    }
+
     /// Builds a time from whole seconds since the epoch.
     pub const fn from_secs(secs: u64) -> Ts {
         Ts(secs * 1000)
@@ -214,6 +262,14 @@ impl Serialize for Labels {
     }
 }
 
+impl<'de> Deserialize<'de> for Labels {
+    /// The map [`Labels`] serialises to.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {
+        let pairs = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+        Ok(Labels::from_pairs(pairs))
+    }
+}
+
 /// A classified incident: one line, or one multi-line record (a traceback), or a record with
 /// its follow-ups folded in (a Celery `exited with signal 9` plus its `WorkerLostError`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -291,6 +347,39 @@ mod tests {
     fn rfc3339_formats_millis() {
         assert_eq!(Ts(1_795_428_000_123).rfc3339(), "2026-11-23T10:00:00.123Z");
         assert_eq!(Ts(0).rfc3339(), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_writes() {
+        for ms in [0, 999, 1_795_428_000_123, 253_402_300_799_999] {
+            assert_eq!(Ts::parse_rfc3339(&Ts(ms).rfc3339()), Some(Ts(ms)), "{ms}");
+        }
+        assert_eq!(
+            Ts::parse_rfc3339("2026-11-23T10:00:00Z"),
+            Some(Ts(1_795_428_000_000))
+        );
+        for bad in [
+            "",
+            "2026-11-23 10:00:00.000Z",
+            "2026-11-23T10:00:00.000",
+            "2026-11-23T10:00:00.000+01:00",
+            "2026-13-23T10:00:00.000Z",
+            "2026-11-23T24:00:00.000Z",
+            "1969-12-31T23:59:59.000Z",
+            "２026-11-23T10:00:00.000Z",
+        ] {
+            assert_eq!(Ts::parse_rfc3339(bad), None, "{bad:?}");
+        }
+        let t: Ts = serde_json::from_str("\"2026-11-23T10:00:00.123Z\"").unwrap();
+        assert_eq!(t, Ts(1_795_428_000_123));
+        assert_eq!(serde_json::from_str::<Ts>("42").unwrap(), Ts(42));
+    }
+
+    #[test]
+    fn labels_round_trip_through_json() {
+        let a = Labels::from_pairs([("worker", "w1"), ("queue", "q \"x\"")]);
+        let back: Labels = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
     }
 
     #[test]

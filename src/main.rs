@@ -72,8 +72,8 @@ enum Command {
     Classify(ClassifyArgs),
     /// Run log files through the rules on a simulated clock and print what would have fired.
     Replay(ReplayArgs),
-    /// Show the notification log: what was sent, held back or failed, and why, and which
-    /// alerts are firing (read from the state directory).
+    /// Show the notification log: what was sent, held back or failed, and why, which alerts
+    /// are firing, and which messages are in flight (read from the state directory).
     History {
         /// The daemon's state directory.
         #[arg(long, value_name = "DIR", required_unless_present = "config")]
@@ -906,8 +906,27 @@ fn cmd_history(
         (None, None) => anyhow::bail!("give --state-dir or --config"),
     };
     let path = notify::state::path(&dir);
+    let journal = notify::journal::read(&dir)
+        .with_context(|| format!("cannot read {}", dir.join(notify::journal::FILE).display()))?;
+    // Queued and not yet sent or failed: in an outbox, or in the journal of a daemon that
+    // stopped before delivering them (it sends them when it starts again).
+    let in_flight: Vec<serde_json::Value> = journal
+        .pending
+        .iter()
+        .map(|p| match &p.message {
+            Ok(m) => serde_json::json!({
+                "id": p.id, "at": m.at, "receiver": m.receiver_name, "group": m.group,
+                "what": m.describe(),
+            }),
+            Err(u) => serde_json::json!({
+                "id": p.id, "receiver": u.receiver, "group": u.group,
+                "what": ["(unreadable journal record)"], "error": u.error,
+            }),
+        })
+        .collect();
     let text = match std::fs::read(&path) {
-        Ok(t) => t,
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !in_flight.is_empty() => None,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             anyhow::bail!(
                 "no notification state in {} (has the daemon run with this state_dir?)",
@@ -916,8 +935,11 @@ fn cmd_history(
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let saved: notify::state::Saved = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not valid notification state", path.display()))?;
+    let saved: notify::state::Saved = match text {
+        Some(text) => serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not valid notification state", path.display()))?,
+        None => notify::state::Saved::default(),
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let skip = saved.history.len().saturating_sub(limit);
@@ -928,6 +950,7 @@ fn cmd_history(
                 "since": logwarden::event::Ts(m.since_ms),
             }))).collect::<Vec<_>>(),
             "receivers": saved.counts,
+            "in_flight": in_flight,
             "history": &saved.history[skip..],
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
@@ -969,6 +992,25 @@ fn cmd_history(
                 ""
             }
         )?;
+    }
+    if !in_flight.is_empty() {
+        writeln!(out, "in flight (queued, not yet sent or failed):")?;
+        for f in &in_flight {
+            let what: Vec<&str> = f["what"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str())
+                .collect();
+            writeln!(
+                out,
+                "  {} {} {}: {}",
+                f["at"].as_str().unwrap_or("?"),
+                f["receiver"].as_str().unwrap_or("?"),
+                f["group"].as_str().unwrap_or(""),
+                what.join("; ")
+            )?;
+        }
     }
     writeln!(out, "log (oldest first):")?;
     for e in &saved.history[skip..] {

@@ -495,7 +495,7 @@ pub fn validate(
 }
 
 /// What happened to an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     /// The condition held long enough: tell people.
@@ -506,14 +506,15 @@ pub enum AlertState {
     Event,
 }
 
-/// An alert state change, handed from counters to notify.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An alert state change, handed from counters to notify. It reads back what it writes (the
+/// outbox journal stores messages as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Rule name.
     pub rule: Arc<str>,
     /// Rule type (`count`, `ratio`, `any`).
-    #[serde(rename = "type")]
-    pub rule_type: &'static str,
+    #[serde(rename = "type", deserialize_with = "de_rule_type")]
+    pub rule_type: RuleTypeName,
     /// The group's labels (`group_by` values), or the event's labels for `any`.
     pub labels: Labels,
     /// The change.
@@ -545,12 +546,36 @@ pub struct Alert {
     /// [`EVIDENCE_CHARS`] characters.
     pub evidence: Vec<String>,
     /// Raised by lines read while catching up on old data: summarised, not sent one by one.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub backfill: bool,
     /// Related activity when the change happened (events per kind in the last 5 minutes,
     /// queue depths), filled in by the counters stage.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub context: Vec<String>,
+}
+
+/// A rule type's name. An alias, not `&'static str` written out, because serde's derive reads
+/// a literal `&'static str` field as borrowed from the input and would then only deserialise
+/// `Alert` from `'static` data; `de_rule_type` maps the text to a static name instead.
+pub type RuleTypeName = &'static str;
+
+/// The `&'static str` for a rule type name read back from a file; an unknown name (a newer
+/// version's) becomes `restored`.
+pub fn static_rule_type(s: &str) -> &'static str {
+    match s {
+        "count" => "count",
+        "ratio" => "ratio",
+        "any" => "any",
+        "gauge" => "gauge",
+        "absent" => "absent",
+        "all" => "all",
+        "queue_source_down" => "queue_source_down",
+        _ => "restored",
+    }
+}
+
+fn de_rule_type<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    Ok(static_rule_type(&String::deserialize(d)?))
 }
 
 /// Longest kept evidence line, in characters.

@@ -21,6 +21,8 @@ pub(crate) enum Reply {
     Ok,
     Status(u16, Option<u64>),
     Hang,
+    /// 200 after this many milliseconds.
+    Slow(u64),
 }
 
 /// One received request.
@@ -28,12 +30,27 @@ pub(crate) enum Reply {
 pub(crate) struct Req {
     pub(crate) path: String,
     pub(crate) body: String,
+    /// The `X-Logwarden-Message-Id` header.
+    pub(crate) id: Option<String>,
+    /// The status the script answered (0: no answer).
+    pub(crate) status: u16,
 }
+
+impl Req {
+    /// The receiver took it (2xx), as far as the server is concerned: the sender may still
+    /// have died before reading the answer.
+    pub(crate) fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+type Script = Arc<Mutex<Vec<Reply>>>;
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 with a reply script.
 pub(crate) struct FakeHttp {
     port: u16,
     reqs: Arc<Mutex<Vec<Req>>>,
+    script: Script,
 }
 
 impl FakeHttp {
@@ -41,15 +58,16 @@ impl FakeHttp {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let reqs: Arc<Mutex<Vec<Req>>> = Arc::default();
-        let r2 = reqs.clone();
+        let script: Script = Arc::new(Mutex::new(script));
+        let (r2, s2) = (reqs.clone(), script.clone());
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { return };
-                let (reqs, script) = (r2.clone(), script.clone());
+                let (reqs, script) = (r2.clone(), s2.clone());
                 std::thread::spawn(move || serve(conn, &reqs, &script));
             }
         });
-        FakeHttp { port, reqs }
+        FakeHttp { port, reqs, script }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -59,9 +77,18 @@ impl FakeHttp {
     pub(crate) fn requests(&self) -> Vec<Req> {
         self.reqs.lock().unwrap().clone()
     }
+
+    /// Replaces the script: later requests are answered by `script` (its last reply repeats).
+    pub(crate) fn answer(&self, script: Vec<Reply>) {
+        let n = self.reqs.lock().unwrap().len();
+        let mut s = self.script.lock().unwrap();
+        s.truncate(n);
+        s.resize(n, Reply::Ok);
+        s.extend(script);
+    }
 }
 
-fn serve(conn: TcpStream, reqs: &Mutex<Vec<Req>>, script: &[Reply]) {
+fn serve(conn: TcpStream, reqs: &Mutex<Vec<Req>>, script: &Mutex<Vec<Reply>>) {
     let mut r = BufReader::new(conn.try_clone().unwrap());
     let mut w = conn;
     loop {
@@ -70,7 +97,7 @@ fn serve(conn: TcpStream, reqs: &Mutex<Vec<Req>>, script: &[Reply]) {
             return;
         }
         let path = line.split(' ').nth(1).unwrap_or("").to_string();
-        let mut len = 0usize;
+        let (mut len, mut id) = (0usize, None);
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -79,25 +106,40 @@ fn serve(conn: TcpStream, reqs: &Mutex<Vec<Req>>, script: &[Reply]) {
             if h == "\r\n" {
                 break;
             }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap_or(0);
+            }
+            if lower.starts_with("x-logwarden-message-id:") {
+                id = h.split_once(':').map(|(_, v)| v.trim().to_string());
             }
         }
         let mut body = vec![0; len];
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        let n = {
+        let reply = {
             let mut g = reqs.lock().unwrap();
+            let script = script.lock().unwrap();
+            let reply = script[g.len().min(script.len() - 1)];
             g.push(Req {
                 path,
                 body: String::from_utf8_lossy(&body).into_owned(),
+                id,
+                status: match reply {
+                    Reply::Ok | Reply::Slow(_) => 200,
+                    Reply::Status(code, _) => code,
+                    Reply::Hang => 0,
+                },
             });
-            g.len()
+            reply
         };
-        let reply = script[(n - 1).min(script.len() - 1)];
         let resp = match reply {
             Reply::Ok => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_string(),
+            Reply::Slow(ms) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_string()
+            }
             Reply::Status(code, ra) => {
                 let ra = ra
                     .map(|s| format!("Retry-After: {s}\r\n"))
@@ -474,6 +516,151 @@ severity = "critical"
         })
         .count();
     assert_eq!(aside, 1);
+}
+
+/// What `history --json` lists in flight (empty while there is nothing to read yet).
+fn in_flight(state: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(bin())
+        .args(["history", "--json", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["in_flight"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Issue 8: five alerts, each with its own marker, for a Slack endpoint that hangs and then
+/// answers 503, so they sit in the outbox. After a SIGKILL, `history` shows them in flight
+/// and the journal holds neither the webhook secret nor the password in the log lines.
+/// Restarted with the endpoint healthy, the daemon delivers each exactly once, under the id
+/// it had, and before anything new.
+#[test]
+fn issue_8_messages_in_the_outbox_at_a_sigkill_are_delivered_once_after_the_restart() {
+    let slack = FakeHttp::start(vec![Reply::Hang, Reply::Status(503, None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        r#"
+[[receiver]]
+name = "slack"
+type = "slack"
+url_env = "LW_SLACK_URL"
+rate_limit = "none"
+timeout = "1s"
+max_attempts = 20
+
+[[route]]
+receivers = ["slack"]
+group_by = ["rule", "marker"]
+group_wait = "0s"
+"#,
+        r#"
+[[pattern]]
+name = "marked"
+kind = "error"
+regex = 'task failed (?P<marker>MARK-[0-9]+)'
+labels = ["marker"]
+priority = 100
+
+[[rule]]
+name = "marked"
+type = "any"
+kinds = ["error"]
+severity = "warning"
+"#,
+    );
+    let url = format!("{}/services/{SLACK_SECRET}", slack.url(""));
+    let state = dir.path().join("state");
+    let line =
+        |k: u32| format!("2026-11-23 10:00:00,000 ERROR task failed MARK-{k} password=hunter2\n");
+    let mut d = Daemon::start(&cfg, &[("LW_SLACK_URL", &url)]);
+    for k in 1..=5 {
+        d.write(&line(k));
+    }
+    // The first is being retried; four wait behind it.
+    wait_for("five messages in flight", Duration::from_secs(60), || {
+        in_flight(&state).len() == 5
+    });
+    d.child.kill().unwrap(); // SIGKILL
+    d.child.wait().unwrap();
+
+    let flying = in_flight(&state);
+    assert_eq!(flying.len(), 5, "{flying:?}");
+    let ids: std::collections::BTreeSet<String> = flying
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    let text = Command::new(bin())
+        .args(["history", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = stdout(&text);
+    assert!(
+        text.contains("in flight") && text.contains(r#"marked{marker="MARK-3","#),
+        "{text}"
+    );
+    let journal = std::fs::read_to_string(state.join("outbox.jsonl")).unwrap();
+    assert!(journal.contains("MARK-5"), "{journal}");
+    for secret in ["SECRET", "hunter2"] {
+        assert!(
+            !journal.contains(secret),
+            "{secret} in the journal: {journal}"
+        );
+    }
+    eprintln!(
+        "outbox journal: {} bytes for 5 queued Slack messages, {} per message",
+        journal.len(),
+        journal.len() / 5
+    );
+
+    let tried = slack.requests().len();
+    assert!(
+        slack.requests().iter().all(|r| !r.accepted()),
+        "nothing delivered before the kill"
+    );
+    slack.answer(vec![Reply::Ok]);
+    let mut d = Daemon::start(&cfg, &[("LW_SLACK_URL", &url)]);
+    d.write(&line(6));
+    wait_for("six deliveries", Duration::from_secs(60), || {
+        slack.requests().iter().filter(|r| r.accepted()).count() >= 6
+    });
+    let out = d.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("recovered notifications") && err.contains("requeued=5"),
+        "{err}"
+    );
+
+    let delivered: Vec<Req> = slack.requests()[tried..]
+        .iter()
+        .filter(|r| r.accepted())
+        .cloned()
+        .collect();
+    assert_eq!(delivered.len(), 6, "{delivered:#?}");
+    for k in 1..=6 {
+        let n = delivered
+            .iter()
+            .filter(|r| r.body.contains(&format!("MARK-{k} ")))
+            .count();
+        assert_eq!(n, 1, "MARK-{k} delivered {n} times");
+    }
+    assert!(
+        delivered[5].body.contains("MARK-6 "),
+        "the recovered messages go first"
+    );
+    let sent_ids: std::collections::BTreeSet<String> = delivered[..5]
+        .iter()
+        .map(|r| r.id.clone().expect("message id header"))
+        .collect();
+    assert_eq!(sent_ids, ids, "the same ids as before the kill");
+
+    let h = history(&state);
+    assert_eq!(h["in_flight"].as_array().unwrap().len(), 0, "{h}");
+    assert_eq!(h["receivers"]["slack"]["sent"], 6, "{h}");
+    assert_eq!(h["receivers"]["slack"]["failed"], 0, "{h}");
 }
 
 /// aiosmtpd on a free port, saving mail into a directory.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{Labels, Ts};
 use crate::notify::config::{NotifyConfig, RouteConfig};
@@ -28,7 +28,7 @@ use crate::rules::{Alert, AlertState, Severity};
 pub type AlertKey = (Arc<str>, Labels);
 
 /// Why an alert is in a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Change {
     /// It started firing.
@@ -54,7 +54,7 @@ impl Change {
 }
 
 /// One alert in a message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
     /// The alert as last seen.
     pub alert: Alert,
@@ -65,7 +65,7 @@ pub struct Item {
 }
 
 /// What a message says.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Body {
     /// Alerts of one group.
@@ -96,7 +96,7 @@ pub enum Body {
 }
 
 /// One message for one receiver.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// Receiver index.
     pub receiver: usize,

@@ -21,6 +21,7 @@ use crate::event::Ts;
 use crate::notify::config::{Format, ReceiverConfig, ReceiverKind, Tls, WebhookMode};
 use crate::notify::core::{Body, Item, Message};
 use crate::notify::format::{self, Render};
+use crate::notify::journal::{Done, Journal};
 
 // ---------------------------------------------------------------------------------------------
 // Rate gate
@@ -231,9 +232,23 @@ impl History {
         }
     }
 
-    /// Appends an entry and counts it.
+    /// Appends an entry for `m` and counts it.
     pub fn record(&mut self, m: &Message, outcome: Outcome, attempts: u32, error: Option<String>) {
-        let c = self.counts.entry(m.receiver_name.clone()).or_default();
+        self.push(Entry {
+            at: m.at.rfc3339(),
+            receiver: m.receiver_name.clone(),
+            outcome,
+            group: m.group.clone(),
+            what: m.describe(),
+            attempts,
+            error,
+        });
+    }
+
+    /// Appends an entry and counts it.
+    pub fn push(&mut self, e: Entry) {
+        let (outcome, attempts) = (e.outcome, e.attempts);
+        let c = self.counts.entry(e.receiver.clone()).or_default();
         match outcome {
             Outcome::Sent => {
                 c.sent += 1;
@@ -249,15 +264,7 @@ impl History {
         if self.entries.len() == self.cap {
             self.entries.pop_front();
         }
-        self.entries.push_back(Entry {
-            at: m.at.rfc3339(),
-            receiver: m.receiver_name.clone(),
-            outcome,
-            group: m.group.clone(),
-            what: m.describe(),
-            attempts,
-            error,
-        });
+        self.entries.push_back(e);
         self.dirty = true;
     }
 }
@@ -268,15 +275,26 @@ impl History {
 /// Messages waiting for one receiver's worker. While the worker is busy (retrying a dead
 /// receiver), a new message for a group that already has one queued is merged into it, so the
 /// queue holds at most one message per group and counting never waits.
-#[derive(Default)]
+///
+/// Every message gets an id, and every change to the queue is written to the
+/// [`Journal`] under the queue's lock, so the journal's order is the queue's order.
 pub struct Outbox {
     queue: Mutex<OutboxState>,
     wake: tokio::sync::Notify,
+    journal: Arc<Journal>,
+}
+
+impl Default for Outbox {
+    /// An outbox without a journal.
+    fn default() -> Outbox {
+        Outbox::new(Arc::new(Journal::disabled(0)))
+    }
 }
 
 #[derive(Default)]
 struct OutboxState {
-    queue: VecDeque<Message>,
+    /// (id, message)
+    queue: VecDeque<(String, Message)>,
     closed: bool,
     /// After close, no retry may sleep past this.
     deadline: Option<tokio::time::Instant>,
@@ -285,29 +303,71 @@ struct OutboxState {
 /// Most queued messages per receiver; older ones are dropped (and recorded failed).
 const OUTBOX_CAP: usize = 1000;
 
+/// The error recorded for a message dropped from a full outbox.
+pub const OUTBOX_FULL: &str = "outbox full: the receiver is far behind";
+
 impl Outbox {
+    /// An empty outbox journaling to `journal`.
+    pub fn new(journal: Arc<Journal>) -> Outbox {
+        Outbox {
+            queue: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            journal,
+        }
+    }
+
     /// Queues `m`, merging it into a queued message of the same group. Returns a message
-    /// dropped because the queue was full, and whether `m` was merged.
+    /// dropped because the queue was full (recorded failed in the journal), and whether `m`
+    /// was merged.
     pub fn push(&self, m: Message) -> (Option<Message>, bool) {
+        let id = self.journal.next_id();
+        self.push_as(id, m, false)
+    }
+
+    /// Queues a message read back from the journal under its old id (no new `queued` record).
+    pub fn push_recovered(&self, id: String, m: Message) -> (Option<Message>, bool) {
+        self.push_as(id, m, true)
+    }
+
+    fn push_as(&self, id: String, m: Message, journaled: bool) -> (Option<Message>, bool) {
         let mut st = self.queue.lock().expect("outbox lock");
         if let Body::Alerts { items } = &m.body {
-            if let Some(q) = st.queue.iter_mut().find(|q| {
+            if let Some((qid, q)) = st.queue.iter_mut().find(|(_, q)| {
                 q.group == m.group && matches!(q.body, Body::Alerts { .. }) && !m.group.is_empty()
             }) {
                 if let Body::Alerts { items: qi } = &mut q.body {
                     merge_items(qi, items.clone());
                 }
                 q.at = m.at;
+                self.journal.queued(qid, q);
+                self.journal.done(&id, Done::Coalesced, Some(qid), None);
                 return (None, true);
             }
         }
-        st.queue.push_back(m);
+        if !journaled {
+            self.journal.queued(&id, &m);
+        }
+        st.queue.push_back((id, m));
         let dropped = (st.queue.len() > OUTBOX_CAP)
             .then(|| st.queue.pop_front())
-            .flatten();
+            .flatten()
+            .map(|(id, m)| {
+                self.journal
+                    .done(&id, Done::Failed, None, Some(OUTBOX_FULL));
+                m
+            });
         drop(st);
         self.wake.notify_one();
         (dropped, false)
+    }
+
+    /// Records how the message `id` left the outbox (after the worker's last attempt).
+    fn done(&self, id: &str, outcome: Outcome, error: Option<&str>) {
+        let d = match outcome {
+            Outcome::Sent => Done::Sent,
+            Outcome::Held | Outcome::Failed => Done::Failed,
+        };
+        self.journal.done(id, d, None, error);
     }
 
     /// Closes the outbox: the worker finishes what is queued, retrying until `deadline`.
@@ -319,13 +379,20 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Takes everything still queued (a receiver replaced by a reload, at its deadline).
-    pub fn take_queued(&self) -> Vec<Message> {
+    /// Takes everything still queued, journaled as failed with `error` (a receiver replaced
+    /// by a reload, at its deadline).
+    pub fn take_failed(&self, error: &str) -> Vec<Message> {
         let mut st = self.queue.lock().expect("outbox lock");
-        st.queue.drain(..).collect()
+        st.queue
+            .drain(..)
+            .map(|(id, m)| {
+                self.journal.done(&id, Done::Failed, None, Some(error));
+                m
+            })
+            .collect()
     }
 
-    async fn pop(&self) -> Option<Message> {
+    async fn pop(&self) -> Option<(String, Message)> {
         loop {
             let notified = self.wake.notified();
             {
@@ -483,9 +550,11 @@ impl Sender {
         })
     }
 
-    /// One attempt. Callers wrap it in a deadline (`timeout`, also given to HTTP).
+    /// One attempt. Callers wrap it in a deadline (`timeout`, also given to HTTP). `id` is the
+    /// message's journal id, sent to HTTP receivers as [`MESSAGE_ID_HEADER`].
     pub async fn send(
         &self,
+        id: &str,
         m: &Message,
         r: &Render<'_>,
         timeout: Duration,
@@ -507,7 +576,7 @@ impl Sender {
                 client,
                 url,
                 blocks,
-            } => post(client, url, &format::slack_body(m, r, *blocks), timeout).await,
+            } => post(client, url, id, &format::slack_body(m, r, *blocks), timeout).await,
             Sender::Webhook { client, url, mode } => {
                 let body = match mode {
                     WebhookMode::Json => format::webhook_json(m, r),
@@ -516,7 +585,7 @@ impl Sender {
                         None => return Ok(()),
                     },
                 };
-                post(client, url, &body, timeout).await
+                post(client, url, id, &body, timeout).await
             }
             Sender::Email {
                 transport,
@@ -548,14 +617,21 @@ impl Sender {
     }
 }
 
+/// The header that carries a message's id on HTTP deliveries. The id is the same when a
+/// message is sent again after a crash (see [`crate::notify::journal`]), so a receiver can
+/// drop the duplicate.
+pub const MESSAGE_ID_HEADER: &str = "X-Logwarden-Message-Id";
+
 async fn post(
     client: &reqwest::Client,
     url: &str,
+    id: &str,
     body: &serde_json::Value,
     timeout: Duration,
 ) -> Result<(), SendError> {
     let resp = client
         .post(url)
+        .header(MESSAGE_ID_HEADER, id)
         .json(body)
         .send()
         .await
@@ -640,8 +716,10 @@ impl Worker {
             evidence_lines: self.evidence_lines,
         };
         let mut was_down = false;
-        while let Some(m) = self.outbox.pop().await {
-            let (outcome, attempts, error) = self.deliver(&m, &render).await;
+        while let Some((id, m)) = self.outbox.pop().await {
+            let (outcome, attempts, error) = self.deliver(&id, &m, &render).await;
+            // The journal first: it decides what a restart sends again.
+            self.outbox.done(&id, outcome, error.as_deref());
             match (outcome, was_down) {
                 (Outcome::Failed, false) => {
                     tracing::warn!(receiver = %self.rc.name, attempts, error = error.as_deref().unwrap_or(""), "notification failed; receiver marked down");
@@ -660,13 +738,18 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, m: &Message, r: &Render<'_>) -> (Outcome, u32, Option<String>) {
+    async fn deliver(
+        &self,
+        id: &str,
+        m: &Message,
+        r: &Render<'_>,
+    ) -> (Outcome, u32, Option<String>) {
         let seed = m.at.0 ^ (self.rc.name.len() as u64).rotate_left(17);
         let mut last_err = String::new();
         for attempt in 1..=self.rc.max_attempts {
             let res = match tokio::time::timeout(
                 self.rc.timeout + Duration::from_millis(200),
-                self.sender.send(m, r, self.rc.timeout),
+                self.sender.send(id, m, r, self.rc.timeout),
             )
             .await
             {
@@ -812,11 +895,57 @@ mod tests {
         assert!(!ob.push(msg("{rule=\"other\"}", "w1", t(3))).1);
         let st = ob.queue.lock().unwrap();
         assert_eq!(st.queue.len(), 2);
-        let Body::Alerts { items } = &st.queue[0].body else {
+        let Body::Alerts { items } = &st.queue[0].1.body else {
             panic!()
         };
         assert_eq!(items.len(), 2, "w1 replaced by its newer state, w2 added");
         assert_eq!(items[0].alert.at, t(2));
+    }
+
+    #[tokio::test]
+    async fn the_journal_follows_the_outbox_through_coalescing_delivery_and_drops() {
+        use crate::notify::journal;
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(dir.path(), 9, Vec::new());
+        let ob = Outbox::new(Arc::new(j));
+        let pending = || {
+            let r = journal::read(dir.path()).unwrap();
+            r.pending
+                .into_iter()
+                .map(|p| (p.id, p.message.unwrap()))
+                .collect::<Vec<_>>()
+        };
+        ob.push(msg("{rule=\"errors\"}", "w1", t(0)));
+        ob.push(msg("{rule=\"errors\"}", "w2", t(1))); // merged into 9-1
+        ob.push(msg("{rule=\"other\"}", "w1", t(2)));
+        let p = pending();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].0, "9-1");
+        let Body::Alerts { items } = &p[0].1.body else {
+            panic!()
+        };
+        assert_eq!(items.len(), 2, "the journal holds the merged content");
+        let text = std::fs::read_to_string(dir.path().join(journal::FILE)).unwrap();
+        assert!(
+            text.contains(r#"{"op":"done","id":"9-2","outcome":"coalesced","into":"9-1"}"#),
+            "{text}"
+        );
+
+        let (id, _) = ob.pop().await.unwrap();
+        assert_eq!(id, "9-1");
+        ob.done(&id, Outcome::Sent, None);
+        assert_eq!(pending().len(), 1);
+        let (id, _) = ob.pop().await.unwrap();
+        ob.done(&id, Outcome::Failed, Some("HTTP 500"));
+        assert!(pending().is_empty());
+
+        for i in 0..=OUTBOX_CAP {
+            let (dropped, _) = ob.push(msg(&format!("g{i}"), "w", t(3)));
+            assert_eq!(dropped.is_some(), i == OUTBOX_CAP);
+        }
+        let p = pending();
+        assert_eq!(p.len(), OUTBOX_CAP, "the dropped one is done (failed)");
+        assert_ne!(p[0].1.group, "g0");
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! [`core::Notifier`] and [`deliver::Gate`] are pure (time passed in): the daemon, `replay`
 //! and the tests drive the same code. Workers run one per receiver, so a dead receiver only
 //! fills its own outbox, where messages for one group coalesce; counting never waits.
-//! Alert state and the notification log are saved under `state_dir` ([`state`]).
+//! Alert state and the notification log are saved under `state_dir` ([`state`]); what sits in
+//! the outboxes is journaled there ([`journal`]) and sent after a crash.
 
 pub mod config;
 pub mod core;
 pub mod deliver;
 pub mod format;
+pub mod journal;
 mod reload;
 pub mod state;
 
@@ -30,8 +32,9 @@ use crate::rules::Alert;
 
 use self::config::NotifyConfig;
 use self::core::{Body, Change, Message, Notifier, Remap};
-use self::deliver::{Gate, History, Outbox, Outcome, SharedHistory, Worker};
+use self::deliver::{Gate, History, Outbox, Outcome, SharedHistory};
 pub use self::format::{format_text, short_duration};
+use self::journal::Journal;
 
 /// How long after a restart a restored firing alert waits for the rules to confirm it
 /// (at least; an alert's own window counts when longer).
@@ -205,35 +208,26 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
             );
         }
     }
-    let mut outboxes = Vec::new();
+    let (journal, recovered) = match &state_dir {
+        Some(dir) => Journal::open(dir, clock.now().0, cfg.redact.clone()),
+        None => (Journal::disabled(clock.now().0), Vec::new()),
+    };
+    let journal = Arc::new(journal);
     let mut workers = tokio::task::JoinSet::new();
-    for rc in &cfg.receivers {
-        let outbox = Arc::new(Outbox::default());
-        outboxes.push(outbox.clone());
-        let sender = match deliver::Sender::new(rc, || stdout()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(receiver = %rc.name, error = %e, "cannot set up receiver; its notifications will be recorded as failed");
-                deliver::Sender::Stdout {
-                    format: config::Format::Text,
-                    out: Mutex::new(Box::new(FailWriter)),
-                }
-            }
+    let mut outboxes: Vec<Arc<Outbox>> = {
+        let env = reload::Env {
+            stdout: &stdout,
+            history: &history,
+            clock,
+            grace,
+            journal: &journal,
         };
-        workers.spawn(
-            Worker {
-                rc: rc.clone(),
-                sender,
-                outbox,
-                history: history.clone(),
-                hostname: cfg.hostname.clone(),
-                redact: cfg.redact.clone(),
-                evidence_lines: cfg.evidence_lines,
-                clock,
-            }
-            .run(),
-        );
-    }
+        cfg.receivers
+            .iter()
+            .map(|rc| reload::start_worker(rc, &cfg, &env, &mut workers))
+            .collect()
+    };
+    requeue(recovered, &cfg, &outboxes, &history, &journal, clock.now());
     let mut stats = NotifyStats::default();
     let mut last_save = std::time::Instant::now();
     let mut dirty = false;
@@ -264,7 +258,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
                 None => false,
             },
             Some(new) = reload::next_config(&mut configs) => {
-                let env = reload::Env { stdout: &stdout, history: &history, clock, grace };
+                let env = reload::Env { stdout: &stdout, history: &history, clock, grace, journal: &journal };
                 reload::apply(&mut d, new, &mut outboxes, &mut workers, &mut stats, &env);
                 dirty = true;
                 true
@@ -273,6 +267,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         };
         let t = d.tick(clock.now(), !open);
         dirty |= dispatch(t, &outboxes, &history, &mut stats);
+        journal.commit(); // before the state below can call these messages' alerts announced
         if let Some(s) = &status {
             s.send_replace(snapshot(&d.notifier));
         }
@@ -301,6 +296,8 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
         tracing::warn!("notifications still in flight at the drain deadline");
         workers.abort_all();
     }
+    journal.commit();
+    journal.report();
     if let Some(dir) = &state_dir {
         save(dir, &d, &history, &mut save_failing);
     }
@@ -312,6 +309,67 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
     stats.inhibited = d.notifier.stats.inhibited;
     stats.backfilled = d.notifier.stats.backfilled;
     stats
+}
+
+/// Puts the messages the journal held at start-up back into their receivers' outboxes, ahead
+/// of anything new; a message whose receiver is no longer configured, or that cannot be read
+/// back, is recorded failed. Then compacts the journal.
+fn requeue(
+    recovered: Vec<journal::Pending>,
+    cfg: &NotifyConfig,
+    outboxes: &[Arc<Outbox>],
+    history: &SharedHistory,
+    journal: &Journal,
+    now: Ts,
+) {
+    let (mut requeued, mut failed) = (0usize, 0usize);
+    for p in recovered {
+        let mut h = history.lock().expect("history lock");
+        let mut m = match p.message {
+            Ok(m) => m,
+            Err(u) => {
+                let error = format!(
+                    "cannot read the message back from the outbox journal: {}",
+                    u.error
+                );
+                journal.done(&p.id, journal::Done::Failed, None, Some(&error));
+                h.push(deliver::Entry {
+                    at: now.rfc3339(),
+                    receiver: u.receiver,
+                    outcome: Outcome::Failed,
+                    group: u.group,
+                    what: vec!["(unreadable journal record)".into()],
+                    attempts: 0,
+                    error: Some(error),
+                });
+                failed += 1;
+                continue;
+            }
+        };
+        match cfg.receivers.iter().position(|r| r.name == m.receiver_name) {
+            Some(i) => {
+                m.receiver = i;
+                requeued += 1;
+                if let (Some(old), _) = outboxes[i].push_recovered(p.id, m) {
+                    h.record(&old, Outcome::Failed, 0, Some(deliver::OUTBOX_FULL.into()));
+                }
+            }
+            None => {
+                let error = format!("receiver {:?} is no longer configured", m.receiver_name);
+                journal.done(&p.id, journal::Done::Failed, None, Some(&error));
+                h.record(&m, Outcome::Failed, 0, Some(error));
+                failed += 1;
+            }
+        }
+    }
+    journal.compact();
+    if requeued + failed > 0 {
+        tracing::info!(
+            requeued,
+            failed,
+            "recovered notifications that were not delivered before the last stop"
+        );
+    }
 }
 
 /// Hands a tick's messages to the outboxes; records held ones. Returns whether anything
@@ -346,12 +404,7 @@ fn dispatch(
             h.counts.entry(name).or_default().coalesced += 1;
         }
         if let Some(old) = dropped {
-            h.record(
-                &old,
-                Outcome::Failed,
-                0,
-                Some("outbox full: the receiver is far behind".into()),
-            );
+            h.record(&old, Outcome::Failed, 0, Some(deliver::OUTBOX_FULL.into()));
         }
     }
     any

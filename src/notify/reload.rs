@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use super::config::{Format, NotifyConfig, ReceiverConfig};
 use super::deliver::{self, Outbox, Outcome, SharedHistory, Worker};
+use super::journal::Journal;
 use super::{dispatch, Dispatcher, FailWriter, NotifyStats, StdoutFactory, Tick};
 use crate::clock::Clock;
 
@@ -29,6 +30,8 @@ pub(super) struct Env<'a> {
     pub clock: Clock,
     /// How long a retired receiver's worker may go on delivering what it holds.
     pub grace: Duration,
+    /// The outboxes' write-ahead log.
+    pub journal: &'a Arc<Journal>,
 }
 
 /// The next config handed over by a reload (cancel-safe); never ready without a channel.
@@ -112,14 +115,14 @@ pub(super) fn apply(
     );
 }
 
-/// Starts a worker for `rc`. Mirrors the worker setup in [`super::run`]: keep them in step.
-fn start_worker(
+/// Starts a worker for `rc` (at start-up and on a reload) and returns its outbox.
+pub(super) fn start_worker(
     rc: &ReceiverConfig,
     cfg: &NotifyConfig,
     env: &Env<'_>,
     workers: &mut JoinSet<()>,
 ) -> Arc<Outbox> {
-    let outbox = Arc::new(Outbox::default());
+    let outbox = Arc::new(Outbox::new(env.journal.clone()));
     let sender = match deliver::Sender::new(rc, || (env.stdout)()) {
         Ok(s) => s,
         Err(e) => {
@@ -155,7 +158,8 @@ fn retire(outbox: Arc<Outbox>, name: String, deadline: tokio::time::Instant, env
     let history = env.history.clone();
     tokio::spawn(async move {
         tokio::time::sleep_until(deadline).await;
-        let left = outbox.take_queued();
+        const WHY: &str = "not delivered before the deadline after a reload replaced the receiver";
+        let left = outbox.take_failed(WHY);
         if left.is_empty() {
             return;
         }
@@ -166,14 +170,7 @@ fn retire(outbox: Arc<Outbox>, name: String, deadline: tokio::time::Instant, env
         );
         let mut h = history.lock().expect("history lock");
         for m in &left {
-            h.record(
-                m,
-                Outcome::Failed,
-                0,
-                Some(
-                    "not delivered before the deadline after a reload replaced the receiver".into(),
-                ),
-            );
+            h.record(m, Outcome::Failed, 0, Some(WHY.into()));
         }
     });
 }

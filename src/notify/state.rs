@@ -86,18 +86,6 @@ fn labels_vec(l: &Labels) -> Vec<(String, String)> {
         .collect()
 }
 
-fn rule_type(s: &str) -> &'static str {
-    match s {
-        "count" => "count",
-        "ratio" => "ratio",
-        "any" => "any",
-        "gauge" => "gauge",
-        "absent" => "absent",
-        "all" => "all",
-        _ => "restored",
-    }
-}
-
 /// Snapshot of what must survive a restart.
 pub fn snapshot(
     cfg: &NotifyConfig,
@@ -169,7 +157,7 @@ pub fn groups(cfg: &NotifyConfig, saved: Vec<SavedGroup>) -> Vec<(GroupKey, Grou
                     Labels::from_pairs(m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 let alert = Alert {
                     rule: Arc::from(m.rule.as_str()),
-                    rule_type: rule_type(&m.rule_type),
+                    rule_type: crate::rules::static_rule_type(&m.rule_type),
                     labels: labels.clone(),
                     state: AlertState::Firing,
                     severity: m.severity,
