@@ -151,6 +151,11 @@ struct ClassifyArgs {
     /// of unmatched lines.
     #[arg(long, value_enum, default_value_t = ClassifyFormat::Tsv)]
     format: ClassifyFormat,
+    /// Threads counting with `--lines --format counts` (default: the available cores, at
+    /// most 8). The input is read in 4 MiB chunks cut at line ends; each chunk is counted
+    /// whole by one thread, so per-kind counts do not depend on the thread count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: Option<u16>,
     /// Files to read (stdin if none).
     #[arg(value_name = "FILE")]
     files: Vec<String>,
@@ -508,7 +513,13 @@ fn cmd_classify(args: ClassifyArgs) -> anyhow::Result<()> {
     })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    if args.lines {
+    if args.lines && args.format == ClassifyFormat::Counts {
+        let threads = args.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            usize::from,
+        );
+        count_lines(&set, config.max_line_bytes, inputs, threads, &mut out)?;
+    } else if args.lines {
         classify_lines(&set, config.max_line_bytes, inputs, args.format, &mut out)?;
     } else {
         classify_events(set, &config, inputs, args.format, &mut out)?;
@@ -517,7 +528,124 @@ fn cmd_classify(args: ClassifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Counts (and optionally prints) per physical line, with the whole-buffer prefilter.
+/// Size of the chunks `count_lines` reads and hands to its threads.
+const COUNT_CHUNK: usize = 4 << 20;
+
+/// `--lines --format counts`: the reader cuts the input into chunks of whole lines and
+/// `threads` counters each take whole chunks (reading overlaps counting; counts do not depend
+/// on order). The first chunks also give the sample of unmatched lines.
+fn count_lines(
+    set: &PatternSet,
+    max_line: usize,
+    inputs: Vec<(String, Box<dyn Read>)>,
+    threads: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let n = set.patterns().len();
+    let mut sample: Vec<String> = Vec::new();
+    let mut scratch = set.scratch();
+    let (mut hits, mut total) = (vec![0u64; n], 0u64);
+    if threads <= 1 {
+        let mut h = vec![0u64; n];
+        read_chunks(inputs, max_line, |chunk| {
+            if sample.len() < 10 {
+                collect_unmatched(set, &chunk, max_line, &mut scratch, &mut sample);
+            }
+            total += set.count_buffer(&chunk, max_line, &mut h, &mut scratch, |_, _| {});
+            Some(chunk)
+        })?;
+        hits = h;
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(threads);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let rx = std::sync::Mutex::new(rx);
+        let results = std::thread::scope(|scope| -> anyhow::Result<Vec<(Vec<u64>, u64)>> {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (rx, back_tx) = (&rx, back_tx.clone());
+                    scope.spawn(move || {
+                        let (mut h, mut lines, mut sc) = (vec![0u64; n], 0u64, set.scratch());
+                        loop {
+                            let next = rx.lock().expect("chunk channel").recv();
+                            let Ok(chunk) = next else { break };
+                            lines += set.count_buffer(&chunk, max_line, &mut h, &mut sc, |_, _| {});
+                            let _ = back_tx.send(chunk);
+                        }
+                        (h, lines)
+                    })
+                })
+                .collect();
+            drop(back_tx);
+            let read = read_chunks(inputs, max_line, |chunk| {
+                if sample.len() < 10 {
+                    collect_unmatched(set, &chunk, max_line, &mut scratch, &mut sample);
+                }
+                tx.send(chunk).ok()?;
+                back_rx.try_recv().ok()
+            });
+            drop(tx);
+            let counted = workers
+                .into_iter()
+                .map(|w| w.join().expect("counting thread panicked"))
+                .collect();
+            read.map(|()| counted)
+        })?;
+        for (h, lines) in results {
+            total += lines;
+            for (t, x) in hits.iter_mut().zip(h) {
+                *t += x;
+            }
+        }
+    }
+    write_counts(out, set, &hits, total, &sample)?;
+    Ok(())
+}
+
+/// Reads `inputs` in chunks of about [`COUNT_CHUNK`] bytes that end at a line end (a line
+/// longer than that is cut; the counters cap it at `max_line` anyway) and hands each to
+/// `chunk`, which may give a used buffer back for reuse.
+fn read_chunks(
+    inputs: Vec<(String, Box<dyn Read>)>,
+    max_line: usize,
+    mut chunk: impl FnMut(Vec<u8>) -> Option<Vec<u8>>,
+) -> anyhow::Result<()> {
+    let mut spare: Option<Vec<u8>> = None;
+    for (name, mut input) in inputs {
+        let mut buf: Vec<u8> = Vec::with_capacity(COUNT_CHUNK + 4096);
+        loop {
+            let start = buf.len();
+            buf.resize(COUNT_CHUNK.max(start + 4096), 0);
+            let n = read_full(&mut input, &mut buf[start..])
+                .with_context(|| format!("reading {name}"))?;
+            buf.truncate(start + n);
+            let eof = n == 0;
+            let end = if eof {
+                buf.len()
+            } else {
+                match memchr::memrchr(b'\n', &buf) {
+                    Some(i) => i + 1,
+                    None if buf.len() >= max_line.saturating_mul(2).max(COUNT_CHUNK) => buf.len(),
+                    None => continue, // a very long line: read more before cutting
+                }
+            };
+            let mut next = spare.take().unwrap_or_default();
+            next.clear();
+            next.extend_from_slice(&buf[end..]);
+            buf.truncate(end);
+            if !buf.is_empty() {
+                spare = chunk(std::mem::replace(&mut buf, next));
+            } else {
+                buf = next;
+            }
+            if eof {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Classifies and prints per physical line (`--lines` with `tsv` or `json`).
 fn classify_lines(
     set: &PatternSet,
     max_line: usize,
@@ -526,125 +654,35 @@ fn classify_lines(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let mut scratch = set.scratch();
-    let mut hits = vec![0u64; set.patterns().len()];
-    // Counting does not depend on line order, so each chunk is split across the cores.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let mut workers: Vec<(classify::Scratch, Vec<u64>)> = (0..threads)
-        .map(|_| (set.scratch(), vec![0u64; set.patterns().len()]))
-        .collect();
-    let mut total = 0u64;
-    let mut sample: Vec<String> = Vec::new();
-    const CHUNK: usize = 4 << 20;
-    for (name, mut input) in inputs {
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
-        let mut eof = false;
-        while !eof {
-            // Fill to CHUNK, then process up to the last newline and carry the rest.
-            let start = buf.len();
-            buf.resize(CHUNK.max(start + 4096), 0);
-            let n = read_full(&mut input, &mut buf[start..])
-                .with_context(|| format!("reading {name}"))?;
-            buf.truncate(start + n);
-            eof = n == 0;
-            let end = if eof {
-                buf.len()
-            } else {
-                match memchr::memrchr(b'\n', &buf) {
-                    Some(i) => i + 1,
-                    None if buf.len() >= max_line.saturating_mul(2).max(CHUNK) => buf.len(),
-                    None => continue, // a very long line: read more before splitting
-                }
-            };
-            let chunk = &buf[..end];
-            if format == ClassifyFormat::Counts {
-                if sample.len() < 10 {
-                    collect_unmatched(set, chunk, max_line, &mut scratch, &mut sample);
-                }
-                total += count_parallel(set, chunk, max_line, &mut hits, &mut workers);
-            } else {
-                let mut res: std::io::Result<()> = Ok(());
-                let mut splitter = logwarden::sources::LineSplitter::new(max_line);
-                let mut per_line = |l: logwarden::sources::SplitLine<'_>| {
-                    if res.is_err() {
-                        return;
-                    }
-                    total += 1;
-                    let won = set.classify(l.bytes, &mut scratch);
-                    if let Some(i) = won {
-                        hits[i] += 1;
-                    }
-                    let kind = won.map_or("other", |i| &set.patterns()[i].kind);
-                    res = if format == ClassifyFormat::Tsv {
-                        out.write_all(kind.as_bytes())
-                            .and_then(|()| out.write_all(b"\t"))
-                            .and_then(|()| out.write_all(l.bytes))
-                            .and_then(|()| out.write_all(b"\n"))
-                    } else {
-                        let pattern = won.map(|i| set.patterns()[i].name.as_ref());
-                        let v = serde_json::json!({
-                            "kind": kind,
-                            "pattern": pattern,
-                            "line": String::from_utf8_lossy(l.bytes),
-                        });
-                        writeln!(out, "{v}")
-                    };
-                };
-                splitter.push(chunk, &mut per_line);
-                splitter.finish(&mut per_line);
-                res?;
+    let mut res: std::io::Result<()> = Ok(());
+    read_chunks(inputs, max_line, |chunk| {
+        let mut splitter = logwarden::sources::LineSplitter::new(max_line);
+        let mut per_line = |l: logwarden::sources::SplitLine<'_>| {
+            if res.is_err() {
+                return;
             }
-            buf.drain(..end);
-        }
-    }
-    if format == ClassifyFormat::Counts {
-        write_counts(out, set, &hits, total, &sample)?;
-    }
-    Ok(())
-}
-
-/// Counts `chunk` (whole lines) on `workers.len()` threads, each taking a slice that ends at
-/// a line boundary; adds the per-pattern hits into `hits` and returns the line count.
-fn count_parallel(
-    set: &PatternSet,
-    chunk: &[u8],
-    max_line: usize,
-    hits: &mut [u64],
-    workers: &mut [(classify::Scratch, Vec<u64>)],
-) -> u64 {
-    let n = workers.len().max(1);
-    let mut parts = Vec::with_capacity(n);
-    let mut rest = chunk;
-    for i in (1..n).rev() {
-        let cut = rest.len() * i / (i + 1);
-        let cut = memchr::memchr(b'\n', &rest[cut..]).map_or(rest.len(), |j| cut + j + 1);
-        let (head, tail) = rest.split_at(cut);
-        parts.push(tail);
-        rest = head;
-    }
-    parts.push(rest);
-    let lines: u64 = std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .into_iter()
-            .zip(workers.iter_mut())
-            .filter(|(part, _)| !part.is_empty())
-            .map(|(part, (scratch, h))| {
-                scope.spawn(move || set.count_buffer(part, max_line, h, scratch, |_, _| {}))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("counting thread panicked"))
-            .sum()
-    });
-    for (_, h) in workers.iter_mut() {
-        for (total, x) in hits.iter_mut().zip(h.iter_mut()) {
-            *total += *x;
-            *x = 0;
-        }
-    }
-    lines
+            let won = set.classify(l.bytes, &mut scratch);
+            let kind = won.map_or("other", |i| &set.patterns()[i].kind);
+            res = if format == ClassifyFormat::Tsv {
+                out.write_all(kind.as_bytes())
+                    .and_then(|()| out.write_all(b"\t"))
+                    .and_then(|()| out.write_all(l.bytes))
+                    .and_then(|()| out.write_all(b"\n"))
+            } else {
+                let pattern = won.map(|i| set.patterns()[i].name.as_ref());
+                let v = serde_json::json!({
+                    "kind": kind,
+                    "pattern": pattern,
+                    "line": String::from_utf8_lossy(l.bytes),
+                });
+                writeln!(out, "{v}")
+            };
+        };
+        splitter.push(&chunk, &mut per_line);
+        splitter.finish(&mut per_line);
+        Some(chunk)
+    })?;
+    Ok(res?)
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -326,3 +326,58 @@ fn sigterm_drains_and_exits_cleanly_while_stdin_is_open() {
     assert!(rest.contains("ALERT critical oom"), "{rest}");
     assert!(err.contains("received signal"), "{err}");
 }
+
+/// Counting on several threads cuts the input into 4 MiB chunks; the counts must equal the
+/// line-by-line classification whatever the thread count, on stdin and on a file.
+#[test]
+fn classify_counts_are_the_same_on_any_number_of_threads() {
+    let demo = demo();
+    let mut big = Vec::new();
+    while big.len() < 5 << 20 {
+        big.extend_from_slice(&demo);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.log");
+    std::fs::write(&file, &big).unwrap();
+    let tsv = run_with_stdin(&["classify", "--lines"], &big);
+    assert!(tsv.status.success(), "{}", stderr(&tsv));
+    let mut want = serde_json::Map::new();
+    for line in stdout(&tsv).lines() {
+        let kind = line.split('\t').next().unwrap().to_string();
+        let n = want.get(&kind).and_then(|v| v.as_u64()).unwrap_or(0);
+        want.insert(kind, (n + 1).into());
+    }
+    assert!(want.len() >= 4, "{want:?}");
+    let counts = |args: &[&str], input: &[u8]| -> serde_json::Value {
+        let out = run_with_stdin(args, input);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut v: serde_json::Value =
+            serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+        v.as_object_mut()
+            .unwrap()
+            .retain(|_, n| n.as_u64() != Some(0));
+        v
+    };
+    let path = file.to_str().unwrap();
+    for threads in ["1", "2", "3"] {
+        let base = [
+            "classify",
+            "--lines",
+            "--format",
+            "counts",
+            "--threads",
+            threads,
+        ];
+        assert_eq!(
+            counts(&base, &big),
+            serde_json::Value::Object(want.clone()),
+            "stdin, {threads}"
+        );
+        let with_file: Vec<&str> = base.iter().copied().chain([path]).collect();
+        assert_eq!(
+            counts(&with_file, b""),
+            serde_json::Value::Object(want.clone()),
+            "file, {threads}"
+        );
+    }
+}
