@@ -321,9 +321,9 @@ pub fn display_text(bytes: &[u8]) -> String {
     // whole-slice passes (SIMD validation, a branch-free fold the compiler vectorises), then
     // copy once.
     if let Ok(s) = std::str::from_utf8(bytes) {
-        let c0 = bytes
-            .iter()
-            .fold(false, |acc, &b| acc | ((b < 0x20) & (b != b'\t')) | (b == 0x7f));
+        let c0 = bytes.iter().fold(false, |acc, &b| {
+            acc | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+        });
         if !c0 && (s.is_ascii() || !s.chars().any(char::is_control)) {
             return s.to_owned();
         }

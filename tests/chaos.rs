@@ -469,6 +469,12 @@ group_interval = "0s"
         id_dups <= KILLS,
         "{id_dups} duplicates by id for {KILLS} kills"
     );
+    // The notify state is saved as soon as messages are handed out, so an alert is sent
+    // again as a new message only when a kill lands between the hand-out and that save.
+    assert!(
+        marker_dups <= KILLS,
+        "{marker_dups} alerts sent again for {KILLS} kills"
+    );
     for secret in ["SECRET", "hunter2"] {
         assert!(!journal.contains(secret), "{secret} in the journal");
     }

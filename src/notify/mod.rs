@@ -266,14 +266,20 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
             () = tokio::time::sleep(wait) => true,
         };
         let t = d.tick(clock.now(), !open);
-        dirty |= dispatch(t, &outboxes, &history, &mut stats);
+        let handed = dispatch(t, &outboxes, &history, &mut stats);
+        dirty |= handed;
         journal.commit(); // before the state below can call these messages' alerts announced
         if let Some(s) = &status {
             s.send_replace(snapshot(&d.notifier));
         }
         if let Some(dir) = &state_dir {
             let hist_dirty = history.lock().expect("history lock").dirty;
-            if (dirty || hist_dirty) && (last_save.elapsed() >= Duration::from_secs(1) || !open) {
+            // Saved at once when messages were handed out: a crash right after must not
+            // find these alerts unannounced and send them again as new messages (grouping
+            // keeps such dispatches to about one per group_interval). Otherwise at most
+            // once a second.
+            let due = handed || !open || last_save.elapsed() >= Duration::from_secs(1);
+            if (dirty || hist_dirty) && due {
                 save(dir, &d, &history, &mut save_failing);
                 last_save = std::time::Instant::now();
                 dirty = false;
