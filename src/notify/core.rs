@@ -244,17 +244,30 @@ impl Notifier {
     /// Restores groups saved before a restart. Firing members must be confirmed by the
     /// rules (a `Firing` change for the same key) before `now + confirm`; otherwise they are
     /// resolved then, with a note.
+    ///
+    /// A group whose route is gone or changed (key route out of range, see
+    /// [`super::state::REROUTE`]) has its alerts routed again through the current routes,
+    /// keeping what each receiver (by name) was told and the group's pace; alerts no route
+    /// takes now are dropped.
     pub fn restore(&mut self, groups: Vec<(GroupKey, Group)>, now: Ts, confirm: Duration) {
         for (key, mut g) in groups {
-            if key.0 >= self.cfg.routes.len() {
-                continue; // the route no longer exists
-            }
             for m in g.members.values_mut() {
                 let window = Duration::from_secs(m.alert.window_secs.unwrap_or(0));
                 m.restored_until = Some(now.plus(confirm.max(window)));
             }
             g.next_flush = None;
-            self.groups.insert(key, g);
+            if key.0 < self.cfg.routes.len() {
+                self.groups.insert(key, g);
+                continue;
+            }
+            for (akey, m) in g.members {
+                for r in self.routes_for(&m.alert) {
+                    let labels = group_labels(&self.cfg.routes[r].group_by, &m.alert);
+                    let ng = self.groups.entry((r, labels)).or_default();
+                    ng.last_flush = ng.last_flush.max(g.last_flush);
+                    ng.members.entry(akey.clone()).or_insert_with(|| m.clone());
+                }
+            }
         }
     }
 
@@ -1147,6 +1160,59 @@ mod tests {
         assert!(m.tick(at(399), false).is_empty());
         let got = summaries(&m.tick(at(400), false));
         assert_eq!(got, vec!["stdout: RESOLVED critical crash{worker=\"w2\"}"]);
+    }
+
+    #[test]
+    fn restart_with_moved_routes_restores_alerts_into_the_route_that_now_takes_them() {
+        let critical = |receivers| RouteConfig {
+            severities: vec![Severity::Critical],
+            ..route(receivers, 0)
+        };
+        let mut n = Notifier::new(cfg(vec![critical(vec![1]), route(vec![0], 0)], vec![]));
+        n.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 0),
+            at(0),
+        );
+        assert_eq!(summaries(&n.tick(at(0), false)).len(), 1);
+        let saved = crate::notify::state::snapshot(
+            n.config(),
+            n.groups(),
+            &crate::notify::deliver::History::new(10),
+        );
+        let saved: crate::notify::state::Saved =
+            serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+
+        // The new config puts a warning route first: the critical route is now index 1.
+        let warning = RouteConfig {
+            severities: vec![Severity::Warning],
+            ..route(vec![0], 0)
+        };
+        let moved = cfg(vec![warning, critical(vec![1]), route(vec![0], 0)], vec![]);
+        let mut m = Notifier::new(moved.clone());
+        m.restore(
+            crate::notify::state::groups(&moved, saved.groups),
+            at(100),
+            Duration::from_secs(60),
+        );
+        assert!(
+            m.groups().keys().all(|(r, _)| *r == 1),
+            "{:?}",
+            m.groups().keys()
+        );
+        // Confirmed by the rules after the restart: not sent again; resolved to slack only.
+        m.push(
+            alert("crash", AlertState::Firing, Severity::Critical, "w1", 120),
+            at(120),
+        );
+        assert!(m.tick(at(120), false).is_empty());
+        m.push(
+            alert("crash", AlertState::Resolved, Severity::Critical, "w1", 130),
+            at(130),
+        );
+        assert_eq!(
+            summaries(&m.tick(at(130), false)),
+            vec!["slack: RESOLVED critical crash{worker=\"w1\"}"]
+        );
     }
 
     fn receivers(names: &[&str]) -> Vec<ReceiverConfig> {

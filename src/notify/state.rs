@@ -35,6 +35,10 @@ pub struct Saved {
 pub struct SavedGroup {
     /// Route index.
     pub route: usize,
+    /// What the route was ([`route_key`]): a restart whose config moved or changed routes
+    /// routes the group's alerts again instead of trusting the index. Absent in old files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_key: Option<String>,
     /// Group labels.
     pub labels: Vec<(String, String)>,
     /// Last message, ms.
@@ -132,6 +136,7 @@ pub fn snapshot(
         if !members.is_empty() {
             out.groups.push(SavedGroup {
                 route: *route,
+                route_key: route_key(cfg, *route),
                 labels: labels_vec(labels),
                 last_flush_ms: g.last_flush.map(|t| t.0),
                 members,
@@ -143,7 +148,25 @@ pub fn snapshot(
     out
 }
 
-/// Turns saved groups back into notifier groups (receiver names resolved against `cfg`).
+/// The route index [`groups`] gives a saved group whose route is no longer the one at its
+/// index: [`Notifier::restore`](super::core::Notifier::restore) routes its alerts again.
+pub const REROUTE: usize = usize::MAX;
+
+/// A route's identity (severities, matchers, group_by) and receiver names, as text; `None`
+/// when `cfg` has no route `i`.
+pub fn route_key(cfg: &NotifyConfig, i: usize) -> Option<String> {
+    let r = cfg.routes.get(i)?;
+    let mut names: Vec<&str> = r
+        .receivers
+        .iter()
+        .filter_map(|&j| cfg.receivers.get(j).map(|rc| rc.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    Some(format!("{:?} {names:?}", super::core::route_identity(r)))
+}
+
+/// Turns saved groups back into notifier groups (receiver names resolved against `cfg`); a
+/// group whose route changed gets the route [`REROUTE`].
 pub fn groups(cfg: &NotifyConfig, saved: Vec<SavedGroup>) -> Vec<(GroupKey, Group)> {
     saved
         .into_iter()
@@ -198,8 +221,9 @@ pub fn groups(cfg: &NotifyConfig, saved: Vec<SavedGroup>) -> Vec<(GroupKey, Grou
                     },
                 );
             }
+            let same = sg.route_key.is_none() || sg.route_key == route_key(cfg, sg.route);
             let key = (
-                sg.route,
+                if same { sg.route } else { REROUTE },
                 Labels::from_pairs(sg.labels.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
             );
             (key, g)
