@@ -258,20 +258,33 @@ pub struct PatternSet {
 struct Literals {
     /// Leftmost-first, non-overlapping, SIMD-accelerated (Teddy) for small sets.
     ac: AhoCorasick,
-    /// Literal id → the patterns to try when it is found: `owners[start[id]..start[id + 1]]`.
-    start: Vec<u32>,
+    /// Every occurrence, overlapping: for lines where a hit's closure would be too wide.
+    all: AhoCorasick,
+    /// Literal id → the patterns that own it: `owners[own[id]..own[id + 1]]`.
+    own: Vec<u32>,
     owners: Vec<u32>,
+    /// Literal id → its owners and the owners of every literal that could start inside it
+    /// (`closure[near[id]..near[id + 1]]`), or `u32::MAX` at `near[id]` when that set is too
+    /// wide to be worth trying (then the line is searched for overlapping hits instead).
+    near: Vec<u32>,
+    closure: Vec<u32>,
 }
 
+/// Most patterns a literal's closure may add to its own before the exact overlapping search
+/// is cheaper than trying them (the default pack's short literals, `ERR`, ` failed`, would
+/// otherwise pull in dozens of patterns per line).
+const MAX_CLOSURE_EXTRA: usize = 2;
+
 impl Literals {
-    /// Builds the automaton; `per_pattern[i]` is pattern `i`'s literal set (or `None`).
+    /// Builds the automata; `per_pattern[i]` is pattern `i`'s literal set (or `None`).
     ///
     /// A non-overlapping search reports some occurrences and skips those overlapping a
     /// reported one. Every skipped occurrence starts inside a reported match, so each
-    /// literal's entry also lists the patterns of every literal that *could* start inside it
-    /// (a suffix of it is a prefix of the other, or the other sits within it). The patterns
-    /// found per line are then a superset of those whose literals occur, which is all the
-    /// verification needs, and the search never has to enumerate overlaps.
+    /// literal's closure also lists the patterns of every literal that *could* start inside
+    /// it (a suffix of it is a prefix of the other, or the other sits within it). When every
+    /// hit on a line has a narrow closure, their union is a superset of the patterns whose
+    /// literals occur, which is all the verification needs; otherwise an overlapping search
+    /// of the line gives the exact set.
     fn build(per_pattern: &[Option<Vec<Vec<u8>>>]) -> Result<Option<Literals>, String> {
         let mut by_literal: std::collections::BTreeMap<&[u8], Vec<u32>> = Default::default();
         for (i, set) in per_pattern.iter().enumerate() {
@@ -283,47 +296,84 @@ impl Literals {
             return Ok(None);
         }
         let lits: Vec<&[u8]> = by_literal.keys().copied().collect();
-        let own: Vec<&Vec<u32>> = by_literal.values().collect();
-        let (mut start, mut owners) = (vec![0u32], Vec::new());
-        for a in &lits {
-            let mut pats: Vec<u32> = Vec::new();
+        let mine: Vec<&Vec<u32>> = by_literal.values().collect();
+        let (mut own, mut owners) = (vec![0u32], Vec::new());
+        let (mut near, mut closure) = (Vec::new(), Vec::new());
+        for (id, a) in lits.iter().enumerate() {
+            owners.extend(mine[id]);
+            own.push(owners.len() as u32);
+            let mut pats: Vec<u32> = mine[id].clone();
             for k in 0..a.len() {
                 let suffix = &a[k..];
                 // Literals that are prefixes of the suffix (they end inside `a`) …
                 for j in 1..=suffix.len() {
                     if let Ok(b) = lits.binary_search(&&suffix[..j]) {
-                        pats.extend(own[b]);
+                        pats.extend(mine[b]);
                     }
                 }
                 // … and literals that begin with the whole suffix (they run past `a`).
                 let lo = lits.partition_point(|x| *x <= suffix);
-                for b in lits[lo..].iter().take_while(|b| b.starts_with(suffix)) {
-                    pats.extend(own[lits.binary_search(b).unwrap_or(0)]);
+                for (b, lit) in lits.iter().enumerate().skip(lo) {
+                    if !lit.starts_with(suffix) {
+                        break;
+                    }
+                    pats.extend(mine[b]);
                 }
             }
             pats.sort_unstable();
             pats.dedup();
-            owners.extend(pats);
-            start.push(owners.len() as u32);
+            near.push(closure.len() as u32);
+            if pats.len() > mine[id].len() + MAX_CLOSURE_EXTRA {
+                closure.push(u32::MAX);
+            } else {
+                closure.extend(pats);
+            }
         }
-        let ac = AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-            .build(&lits)
-            .map_err(|e| e.to_string())?;
-        Ok(Some(Literals { ac, start, owners }))
+        near.push(closure.len() as u32);
+        let build = |kind| {
+            AhoCorasick::builder()
+                .match_kind(kind)
+                .build(&lits)
+                .map_err(|e| e.to_string())
+        };
+        Ok(Some(Literals {
+            ac: build(aho_corasick::MatchKind::LeftmostFirst)?,
+            all: build(aho_corasick::MatchKind::Standard)?,
+            own,
+            owners,
+            near,
+            closure,
+        }))
     }
 
     /// Marks in `bits` every pattern whose literals may occur in `line`; whether any did.
     fn candidates(&self, line: &[u8], bits: &mut [u64]) -> bool {
-        let mut any = false;
-        for m in self.ac.find_iter(line) {
-            any = true;
-            let id = m.pattern().as_usize();
-            for &p in &self.owners[self.start[id] as usize..self.start[id + 1] as usize] {
+        let mark = |bits: &mut [u64], set: &[u32]| {
+            for &p in set {
                 bits[p as usize / 64] |= 1 << (p % 64);
             }
+        };
+        let mut first = None;
+        for m in self.ac.find_iter(line) {
+            first.get_or_insert(m.start());
+            let id = m.pattern().as_usize();
+            let near = &self.closure[self.near[id] as usize..self.near[id + 1] as usize];
+            if near.first() == Some(&u32::MAX) {
+                // Too wide: find every occurrence from the first hit (leftmost, so nothing
+                // starts before it).
+                let from = first.unwrap_or(0);
+                for m in self.all.find_overlapping_iter(&line[from..]) {
+                    let id = m.pattern().as_usize();
+                    mark(
+                        bits,
+                        &self.owners[self.own[id] as usize..self.own[id + 1] as usize],
+                    );
+                }
+                return true;
+            }
+            mark(bits, near);
         }
-        any
+        first.is_some()
     }
 }
 
@@ -1126,9 +1176,10 @@ mod tests {
     fn default_pack_compiles() {
         let s = PatternSet::default_pack().unwrap();
         assert!(s.patterns().len() >= 5);
-        assert!(
-            s.scan.is_some(),
-            "the default pack should not disable the buffer scan"
-        );
+        let ungated: Vec<&str> = (0..s.patterns().len())
+            .filter(|&i| s.required_literals(i).is_none())
+            .map(|i| &*s.patterns()[i].name)
+            .collect();
+        assert!(ungated.is_empty(), "searched on every line: {ungated:?}");
     }
 }

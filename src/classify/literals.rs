@@ -16,8 +16,10 @@ use regex_syntax::hir::{Class, Hir, HirKind};
 const MAX_SET: usize = 64;
 /// Most strings a pattern's required set may hold (alternations add up).
 const MAX_PATTERN_SET: usize = 256;
-/// Shortest literal worth searching for: shorter ones make nearly every line a candidate.
-const MIN_LEN: usize = 3;
+/// Shortest literal worth searching for: one byte makes nearly every line a candidate. Two
+/// bytes (`] `, `::`) still beat searching every line for the pattern (measured with the
+/// default pack: 5% fewer instructions than a 3-byte minimum).
+const MIN_LEN: usize = 2;
 /// Most characters a class may have to be expanded into single-character strings.
 const MAX_CLASS: usize = 4;
 /// How many children of a concatenation one run of exact children may join.
@@ -230,16 +232,18 @@ mod tests {
 
     #[test]
     fn patterns_without_a_good_literal_have_none() {
-        for p in ["x*", "[A-Z][a-z]+", ".{3}", "(a|bcd)", "^$", "[0-9]+ s"] {
+        for p in ["x*", "[A-Z][a-z]+", ".{3}", "(a|bcd)", "^$", "[0-9]+s"] {
             assert_eq!(lits(p), None, "{p}");
         }
         assert_eq!(lits("[0-9]+ ms"), strs(&[" ms"]));
+        assert_eq!(lits(r"[0-9]+\] "), strs(&["] "]));
     }
 
     #[test]
     fn optional_parts_are_not_required() {
         assert_eq!(lits("(?:foo)?barbaz"), strs(&["barbaz"]));
-        assert_eq!(lits("x(?:foo)?y"), None);
+        assert_eq!(lits("x(?:foo)?y"), strs(&["xfooy", "xy"]));
+        assert_eq!(lits("x(?:foo)?"), None);
     }
 
     #[test]
