@@ -11,6 +11,9 @@
     bench.py explain-excludes TOML LINES       how many LINES (rg's matches that we call `other`) excludes explain
     bench.py pair JSONL --measure M ...        table rows from measure.py's last --vs record
     bench.py mtail-counts FILE                 per-class counts from `mtail --one_shot` json
+    bench.py callgrind-total FILE              total instructions (Ir) of a callgrind.out file
+    bench.py callgrind-check BASELINE CURRENT  rows comparing CURRENT with BASELINE; exit 1 over tolerance
+    bench.py callgrind-update BASELINE CURRENT write CURRENT as the new baseline
 
 Table rows are markdown: | measure | ours | peer | ratio | target |. Ratios are "peer time /
 our time" per pair of runs (A B A B ...), median and range: above 1 we are faster.
@@ -235,6 +238,76 @@ def mtail_counts(path):
     return 0
 
 
+def callgrind_total(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("totals:", "summary:")):
+                print(int(line.split()[1]))
+                return 0
+    die(f"no totals in {path}")
+
+
+def read_tsv(path):
+    rows = {}
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        for line in f:
+            if not line.strip() or line.startswith("#"):
+                continue
+            c = line.rstrip("\n").split("\t")
+            rows[c[0]] = {"instructions": int(c[1]), "commit": c[2], "date": c[3],
+                          "rustc": c[4] if len(c) > 4 else "", "input": c[5] if len(c) > 5 else "",
+                          "runs": c[6] if len(c) > 6 else ""}
+    return rows
+
+
+HEADER = ("# Instruction counts (valgrind --tool=callgrind, total Ir of the process and its threads) of\n"
+          "# `scripts/bench callgrind`; rewritten by `UPDATE_BASELINE=1 scripts/bench callgrind`.\n"
+          "# input = the first 16 hex digits of the input file's sha256; runs = every run's count.\n"
+          "# name\tinstructions\tcommit\tdate\trustc\tinput\truns\n")
+
+
+def callgrind_check(baseline, current, tolerance):
+    base, cur = read_tsv(baseline), read_tsv(current)
+    worst, missing = 0.0, []
+    for name, c in cur.items():
+        runs = [int(x) for x in c["runs"].split(",")]
+        spread = (max(runs) - min(runs)) / min(runs) * 100
+        b = base.get(name)
+        ours = (f"{c['instructions']:,} (runs {', '.join(f'{x:,}' for x in runs)}; spread {spread:.3f}%)"
+                if len(runs) > 1 else f"{c['instructions']:,} (1 run)")
+        if not b:
+            missing.append(name)
+            print(f"| `{name}` | {ours} | no baseline | — | ≤ +{tolerance:g}% |")
+            continue
+        delta = (c["instructions"] - b["instructions"]) / b["instructions"] * 100
+        worst = max(worst, delta)
+        notes = []
+        if b["rustc"] and b["rustc"] != c["rustc"]:
+            notes.append(f"baseline built by {b['rustc']}")
+        if b["input"] and b["input"] != c["input"]:
+            notes.append("input differs from the baseline's")
+        peer = f"{b['instructions']:,} ({b['commit']}, {b['date']})"
+        mark = "" if delta <= tolerance else " **over**"
+        note = f" ({'; '.join(notes)})" if notes else ""
+        print(f"| `{name}` | {ours} | {peer} | **{delta:+.2f}%**{mark}{note} | ≤ +{tolerance:g}% |")
+    if missing:
+        print(f"no baseline for {', '.join(missing)}: UPDATE_BASELINE=1 writes one", file=sys.stderr)
+    return 1 if worst > tolerance else 0
+
+
+def callgrind_update(baseline, current):
+    cur = read_tsv(current)
+    with open(baseline, "w") as f:
+        f.write(HEADER)
+        for name, c in cur.items():
+            f.write("\t".join([name, str(c["instructions"]), c["commit"], c["date"], c["rustc"], c["input"],
+                               c["runs"]]) + "\n")
+    print(f"wrote {baseline}", file=sys.stderr)
+    return 0
+
+
 def main():
     if len(sys.argv) < 2:
         die("usage: bench.py COMMAND ... (see the docstring)")
@@ -261,6 +334,12 @@ def main():
         return pair(args)
     if cmd == "mtail-counts":
         return mtail_counts(args[0])
+    if cmd == "callgrind-total":
+        return callgrind_total(args[0])
+    if cmd == "callgrind-check":
+        return callgrind_check(args[0], args[1], float(args[2]))
+    if cmd == "callgrind-update":
+        return callgrind_update(*args)
     die(f"unknown command {cmd}")
 
 
