@@ -365,8 +365,9 @@ pub struct Config {
     pub records: RecordConfig,
     /// Line cap in bytes for sources that do not set their own. Default: 65536.
     pub max_line_bytes: usize,
-    /// Cap on (rule, label set) series; events past it count in one overflow series.
-    /// Default: 10000.
+    /// Cap on (rule, label set) series; events past it count in one overflow series. The
+    /// event totals per (kind, source, label set) behind `/metrics` and `/status` keep at
+    /// most as many label sets ([`crate::ops::Activity`]). Default: 10000.
     pub max_series: usize,
     /// Capacity of each channel between stages, in batches (a batch is at most
     /// [`crate::sources::BATCH_LINES`] lines, or the events of one such batch). Under
