@@ -138,6 +138,12 @@ struct RawHttp {
     enabled: Option<bool>,
 }
 
+/// Default `limits.channel_capacity`, in batches. Enough to keep classify busy: a source
+/// refills a slot in far less than a batch's classify time, and a source blocked on a full
+/// channel already holds its next batch. 1, 2 and 64 gave the same throughput in
+/// `scripts/bench-tail`, while 64 held ~60 MB of lines under overload (issue 7).
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 2;
+
 /// The listener's default address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
 
@@ -359,10 +365,14 @@ pub struct Config {
     pub records: RecordConfig,
     /// Line cap in bytes for sources that do not set their own. Default: 65536.
     pub max_line_bytes: usize,
-    /// Cap on (rule, label set) series; events past it count in one overflow series.
-    /// Default: 10000.
+    /// Cap on (rule, label set) series; events past it count in one overflow series. The
+    /// event totals per (kind, source, label set) behind `/metrics` and `/status` keep at
+    /// most as many label sets ([`crate::ops::Activity`]). Default: 10000.
     pub max_series: usize,
-    /// Capacity of each channel between stages, in batches. Default: 64.
+    /// Capacity of each channel between stages, in batches (a batch is at most
+    /// [`crate::sources::BATCH_LINES`] lines, or the events of one such batch). Under
+    /// overload these channels are full, so this times the batch size bounds the lines and
+    /// events held between stages. Default: 2.
     pub channel_capacity: usize,
     /// Replay settings.
     pub replay: ReplayConfig,
@@ -666,7 +676,9 @@ impl Config {
                 &inv,
             )?,
             channel_capacity: positive(
-                raw.limits.channel_capacity.unwrap_or(64),
+                raw.limits
+                    .channel_capacity
+                    .unwrap_or(DEFAULT_CHANNEL_CAPACITY),
                 "limits.channel_capacity",
                 &inv,
             )?,

@@ -148,7 +148,7 @@ pub async fn run(
     status: watch::Sender<CountersSnapshot>,
 ) -> CountersReport {
     let mut engine = RuleEngine::new(rules, max_series);
-    let mut activity = Activity::default();
+    let mut activity = Activity::with_max_series(max_series);
     let mut report = CountersReport::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -185,6 +185,7 @@ pub async fn run(
                 let (names, total) = (rules.len(), engine.specs().count());
                 let (e, kept) = engine.reconfigure(rules, max_series);
                 engine = e;
+                activity.set_max_series(max_series);
                 tracing::info!(
                     rules = names,
                     kept = kept.len(),

@@ -297,6 +297,11 @@ pub fn render(hub: &Hub) -> String {
         "Events counted in the overflow series because max_series was reached",
     );
     inc(&overflow, vec![], counters.series_overflow);
+    let overflow = b.counters(
+        "event_series_overflow_events",
+        "Events counted under __overflow__=\"true\" in events_total because max_series label sets were reached",
+    );
+    inc(&overflow, vec![], counters.event_series_overflow);
 
     // Queues.
     let queues = hub.queues.lock().unwrap_or_else(|e| e.into_inner()).clone();

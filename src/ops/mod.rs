@@ -225,19 +225,40 @@ pub struct CountersSnapshot {
     pub series: usize,
     /// Events counted in the overflow series.
     pub series_overflow: u64,
+    /// Events counted under `{__overflow__="true"}` in the event totals because they had
+    /// `limits.max_series` label sets (see [`Activity`]).
+    pub event_series_overflow: u64,
     /// Alert changes emitted.
     pub alert_changes: u64,
 }
 
 /// Totals and recent history kept by the counters stage. Pure: time is passed in.
-#[derive(Debug, Default)]
+///
+/// Bounded: the event totals per (kind, source, label set) keep at most `max_series` label
+/// sets (`limits.max_series`, like the rule windows); events of label sets past it are
+/// counted under `{__overflow__="true"}` of their kind and source, and in
+/// [`CountersSnapshot::event_series_overflow`]. Captured label values are capped already
+/// (`patterns.max_label_values`), but per label *name*: a source's `{stem}` labels are not,
+/// and several capped labels multiply.
+#[derive(Debug)]
 pub struct Activity {
     per_kind: BTreeMap<String, u64>,
     per_source: BTreeMap<String, SourceTotals>,
     events: HashMap<(Arc<str>, Arc<str>), HashMap<Labels, u64>>,
+    /// Label sets in `events`, over all (kind, source).
+    event_series: usize,
+    max_series: usize,
+    event_overflow: u64,
     minutes: VecDeque<Minute>,
     depth: BTreeMap<Arc<str>, f64>,
     queue_depth: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl Default for Activity {
+    /// With the default `limits.max_series` (10,000).
+    fn default() -> Activity {
+        Activity::with_max_series(10_000)
+    }
 }
 
 fn minute_of(t: Ts) -> Ts {
@@ -245,6 +266,26 @@ fn minute_of(t: Ts) -> Ts {
 }
 
 impl Activity {
+    /// Empty, keeping at most `max_series` label sets of event totals.
+    pub fn with_max_series(max_series: usize) -> Activity {
+        Activity {
+            per_kind: BTreeMap::new(),
+            per_source: BTreeMap::new(),
+            events: HashMap::new(),
+            event_series: 0,
+            max_series: max_series.max(1),
+            event_overflow: 0,
+            minutes: VecDeque::new(),
+            depth: BTreeMap::new(),
+            queue_depth: BTreeMap::new(),
+        }
+    }
+
+    /// A reload's new cap: label sets already kept stay; new ones wait for room.
+    pub fn set_max_series(&mut self, max_series: usize) {
+        self.max_series = max_series.max(1);
+    }
+
     fn minute(&mut self, at: Ts) -> &mut Minute {
         let start = minute_of(at);
         // Times from different stages may be a hair out of order: a late one lands in the
@@ -304,8 +345,19 @@ impl Activity {
             .or_default();
         match by_labels.get_mut(&ev.labels) {
             Some(n) => *n += 1,
-            None => {
+            None if self.event_series < self.max_series => {
                 by_labels.insert(ev.labels.clone(), 1);
+                self.event_series += 1;
+            }
+            None => {
+                self.event_overflow += 1;
+                *by_labels
+                    .entry(crate::rules::overflow_labels())
+                    .or_insert_with(|| {
+                        // One overflow series per (kind, source): bounded by the config.
+                        self.event_series += 1;
+                        0
+                    }) += 1;
             }
         }
         let error = ERROR_KINDS.contains(&kind);
@@ -385,6 +437,7 @@ impl Activity {
                 .filter(|m| m.start >= oldest)
                 .cloned()
                 .collect(),
+            event_series_overflow: self.event_overflow,
             ..CountersSnapshot::default()
         }
     }
@@ -496,6 +549,52 @@ mod tests {
         assert_eq!((s.minutes[0].events, s.minutes[0].errors), (2, 1));
         assert_eq!((s.minutes[1].events, s.minutes[1].errors), (1, 1));
         assert_eq!(s.events.len(), 3);
+    }
+
+    /// Issue 7: the event totals keep at most `max_series` label sets; the rest are counted
+    /// in one overflow series per kind and source, and in the snapshot's overflow counter.
+    #[test]
+    fn event_totals_keep_at_most_max_series_label_sets() {
+        let mut a = Activity::with_max_series(3);
+        let t0 = 1_700_000_000_000;
+        let task = |kind: &str, src: &str, i: usize| {
+            let mut e = ev(kind, src, t0);
+            e.labels = Labels::from_pairs([("task", format!("t{i}"))]);
+            e
+        };
+        for i in 0..1000 {
+            a.event(&task("processed", "w1", i));
+        }
+        a.event(&task("processed", "w1", 1)); // a kept label set still counts as itself
+        a.event(&task("error", "w2", 5000)); // past the cap in another kind and source
+        let s = a.snapshot(Ts(t0));
+        let overflow = crate::rules::overflow_labels();
+        let n = |kind: &str, src: &str, l: &Labels| {
+            s.events
+                .iter()
+                .find(|(k, so, ll, _)| k == kind && so == src && ll == l)
+                .map(|e| e.3)
+        };
+        assert_eq!(s.events.len(), 3 + 2, "3 label sets and 2 overflow series");
+        assert_eq!(n("processed", "w1", &overflow), Some(997));
+        assert_eq!(n("error", "w2", &overflow), Some(1));
+        assert_eq!(
+            n("processed", "w1", &Labels::from_pairs([("task", "t1")])),
+            Some(2)
+        );
+        assert_eq!(s.event_series_overflow, 998);
+        assert_eq!(s.per_kind["processed"], 1001, "totals per kind are exact");
+        let total: u64 = s.events.iter().map(|e| e.3).sum();
+        assert_eq!(total, 1002, "every event is counted once");
+
+        // A reload that raises the cap makes room for new label sets.
+        a.set_max_series(10);
+        a.event(&task("processed", "w1", 2000));
+        let s = a.snapshot(Ts(t0));
+        assert!(s
+            .events
+            .iter()
+            .any(|e| e.2 == Labels::from_pairs([("task", "t2000")])));
     }
 
     #[test]

@@ -9,15 +9,19 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::LineSplitter;
+use super::{send_batches, LineSplitter, BATCH_LINES};
 use crate::clock::Clock;
 use crate::config::SourceConfig;
 use crate::event::{Labels, Line};
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 256 * 1024;
+/// Bytes handed to the splitter at a time (see [`run`]).
+const PIECE: usize = 16 * 1024;
 
-/// Reads `input` until EOF or cancellation, sending lines in batches (one batch per read).
+/// Reads `input` until EOF or cancellation, sending lines in batches of at most
+/// [`BATCH_LINES`] (about one batch per read of ordinary lines). A read is split in pieces
+/// of [`PIECE`] bytes, so a read of short lines never builds more than a batch and a piece.
 pub async fn run<R: AsyncRead + Unpin>(
     mut input: R,
     src: SourceConfig,
@@ -37,28 +41,66 @@ pub async fn run<R: AsyncRead + Unpin>(
         };
         let at = clock.now();
         let mut batch = Vec::new();
-        let mut emit = |l: super::SplitLine<'_>| {
-            batch.push(Line {
-                source: name.clone(),
-                stream: 0,
-                labels: labels.clone(),
-                bytes: l.bytes.to_vec(),
-                truncated: l.truncated,
-                catch_up: false,
-                backfill: false,
-                at,
-            })
+        let line = |l: super::SplitLine<'_>| Line {
+            source: name.clone(),
+            stream: 0,
+            labels: labels.clone(),
+            bytes: l.bytes.to_vec(),
+            truncated: l.truncated,
+            catch_up: false,
+            backfill: false,
+            at,
         };
         if n == 0 {
-            splitter.finish(&mut emit);
-        } else {
-            splitter.push(&buf[..n], &mut emit);
+            splitter.finish(|l| batch.push(line(l)));
         }
-        if !batch.is_empty() && tx.send(batch).await.is_err() {
+        for piece in buf[..n].chunks(PIECE) {
+            splitter.push(piece, |l| batch.push(line(l)));
+            if batch.len() >= BATCH_LINES && !send_batches(&tx, std::mem::take(&mut batch)).await {
+                return Ok(()); // downstream gone: shutting down
+            }
+        }
+        if !send_batches(&tx, batch).await {
             return Ok(()); // downstream gone: shutting down
         }
         if n == 0 {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 7: a read of short lines (256 KiB of 2-byte lines is ~130,000 lines) arrives
+    /// in batches of at most a batch and a piece, in order, every line once.
+    #[tokio::test]
+    async fn batches_of_short_lines_are_bounded_and_complete() {
+        let input: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{}\n", i % 10).into_bytes())
+            .collect();
+        let (tx, mut rx) = mpsc::channel(1);
+        let reader = tokio::spawn(run(
+            std::io::Cursor::new(input),
+            SourceConfig::stdin(),
+            tx,
+            CancellationToken::new(),
+            Clock::start(),
+        ));
+        let mut n = 0u32;
+        while let Some(batch) = rx.recv().await {
+            assert!(
+                batch.len() <= BATCH_LINES + PIECE / 2,
+                "{} lines",
+                batch.len()
+            );
+            for l in batch {
+                assert_eq!(l.bytes, format!("{}", n % 10).into_bytes());
+                n += 1;
+            }
+        }
+        assert_eq!(n, 200_000);
+        reader.await.unwrap().unwrap();
     }
 }

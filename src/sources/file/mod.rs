@@ -43,9 +43,12 @@
 //! it; one that is at none starts DRAINING; an identity not open yet is opened (subject to
 //! `max_open_files`). Then read every open file, older (lower open sequence) first, so a
 //! rotated-away file is drained before its successor is read in the same tick. Reads are
-//! bounded per file (256 KiB) and per tick (1 MiB); when a budget runs out the shell ticks
-//! again at once. (Small ticks keep a tick's lines in memory small and let classify start on
-//! them sooner: 16 MiB ticks cost ~15% more CPU in `scripts/bench-tail`, mostly page faults.)
+//! bounded per file (256 KiB) and per tick (1 MiB and [`tailer::TICK_LINES`] lines, checked
+//! every 16 KiB, so a file of short lines cannot make a tick of a million `Line`s); when a
+//! budget runs out the shell ticks again at once, after sending the tick's lines (a full
+//! channel therefore stops reading). (Small ticks keep a tick's lines in memory small and
+//! let classify start on them sooner: 16 MiB ticks cost ~15% more CPU in
+//! `scripts/bench-tail`, mostly page faults.)
 //!
 //! Where a newly opened file starts: a checkpoint with the same `(dev, inode)` and a matching
 //! fingerprint resumes at its offset (0 if the file is now shorter); same inode but different
@@ -144,8 +147,6 @@ pub use tailer::{FileStats, Tailer, TailerStats};
 
 /// How old a checkpoint snapshot must be before it is written (see the module doc).
 const CHECKPOINT_LAG: Duration = Duration::from_secs(2);
-/// Most lines per batch sent downstream.
-const BATCH_LINES: usize = 4096;
 
 /// Tails every file source until cancelled (after a final read and checkpoint) or until the
 /// receiver is gone.
@@ -246,7 +247,7 @@ pub async fn run_resuming(
         .await
         .map_err(std::io::Error::other)?;
         core = c;
-        if !send_batches(&tx, lines).await {
+        if !crate::sources::send_batches(&tx, lines).await {
             // Downstream gone: shutting down.
             log_stopped(&stats_of(&core, &dirs, (writes, write_errors)));
             return Ok(core.checkpoints());
@@ -340,21 +341,6 @@ fn log_stopped(s: &TailerStats) {
         unwatched_dirs = s.unwatched_dirs,
         "tailer stopped"
     );
-}
-
-async fn send_batches(tx: &mpsc::Sender<Vec<Line>>, mut lines: Vec<Line>) -> bool {
-    while !lines.is_empty() {
-        let rest = if lines.len() > BATCH_LINES {
-            lines.split_off(BATCH_LINES)
-        } else {
-            Vec::new()
-        };
-        if tx.send(lines).await.is_err() {
-            return false;
-        }
-        lines = rest;
-    }
-    true
 }
 
 /// Writes `cps` unless they equal the last written ones (`None`); `Some(written)` otherwise.

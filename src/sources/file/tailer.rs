@@ -27,6 +27,13 @@ const READ_CHUNK: usize = 256 * 1024;
 pub const FILE_BUDGET: usize = 256 << 10;
 /// Most bytes read in one tick over all files (bounds the memory of one tick's lines).
 pub const TICK_BUDGET: usize = 1 << 20;
+/// Most lines produced in one tick over all files. With short lines the byte budget alone
+/// would allow ~1M lines (~90 MB of `Line`s) per tick; a line costs ~90 bytes besides its
+/// text. Checked after each [`PIECE`] of a read, so a tick ends at most one piece past it.
+pub const TICK_LINES: usize = 2 * crate::sources::BATCH_LINES;
+/// A read is handed to the splitter in pieces of this size, so the line budget can stop a
+/// tick inside a read (the rest of the read is read again on the next tick).
+const PIECE: usize = 16 * 1024;
 /// How many bytes at the start of a file are checked for NUL bytes (see [`FileStats::binary`]).
 pub const BINARY_SNIFF: usize = 512;
 /// With `start_at = "end"`, how far back from the end to look for the last line break, so a
@@ -239,7 +246,10 @@ impl Tailer {
                 self.scanned = true;
             }
         }
-        let mut budget = TICK_BUDGET;
+        let mut budget = Budget {
+            bytes: TICK_BUDGET,
+            lines: TICK_LINES,
+        };
         let mut more = false;
         for src in &mut self.sources {
             let (m, closed, errors) = src.read(now, out, &mut budget, &mut self.buf);
@@ -625,14 +635,14 @@ impl Source {
         &mut self,
         now: Ts,
         out: &mut Vec<Line>,
-        budget: &mut usize,
+        budget: &mut Budget,
         buf: &mut [u8],
     ) -> (bool, usize, u64) {
         let mut order: Vec<(u64, FileId)> = self.files.iter().map(|(id, f)| (f.seq, *id)).collect();
         order.sort_unstable();
         let (mut more, mut closed, mut errors) = (false, 0, 0);
         for (_, id) in order {
-            if *budget == 0 {
+            if budget.spent() {
                 more = true;
                 break;
             }
@@ -690,6 +700,21 @@ impl Source {
     }
 }
 
+/// What is left of one tick's read budget.
+#[derive(Debug)]
+struct Budget {
+    /// Bytes still to read.
+    bytes: usize,
+    /// Lines still to produce.
+    lines: usize,
+}
+
+impl Budget {
+    fn spent(&self) -> bool {
+        self.bytes == 0 || self.lines == 0
+    }
+}
+
 /// Reads one file up to its budget. Returns true when the budget ran out first.
 fn read_file(
     f: &mut TailFile,
@@ -697,7 +722,7 @@ fn read_file(
     st: &mut FileStats,
     now: Ts,
     out: &mut Vec<Line>,
-    budget: &mut usize,
+    budget: &mut Budget,
     buf: &mut [u8],
 ) -> io::Result<bool> {
     let md = f.file.metadata()?;
@@ -718,10 +743,10 @@ fn read_file(
         f.splitter.reset();
         f.fp = Fingerprint::of(&f.file, size)?;
     }
-    let mut file_budget = FILE_BUDGET.min(*budget);
+    let mut file_budget = FILE_BUDGET.min(budget.bytes);
     let mut hit = false;
     loop {
-        if file_budget == 0 {
+        if file_budget == 0 || budget.lines == 0 {
             hit = true;
             break;
         }
@@ -735,32 +760,46 @@ fn read_file(
             break;
         }
         let base = f.pos;
-        f.pos += n as u64;
-        file_budget -= n;
-        *budget -= n;
-        st.bytes += n as u64;
-        let mut data = &buf[..n];
-        if base == 0 && !st.binary && memchr(0, &data[..n.min(BINARY_SNIFF)]).is_some() {
+        if base == 0 && !st.binary && memchr(0, &buf[..n.min(BINARY_SNIFF)]).is_some() {
             st.binary = true;
             tracing::warn!(source = %name, path = %f.path.display(),
                 "file starts with NUL bytes: binary or compressed? tailing it as bytes anyway");
         }
-        if let Some(i) = memrchr(b'\n', data) {
-            f.line_start = base + i as u64 + 1;
-        }
+        let mut start = 0;
         if f.discard {
-            match memchr(b'\n', data) {
+            match memchr(b'\n', &buf[..n]) {
                 Some(i) => {
-                    data = &data[i + 1..];
+                    start = i + 1;
                     f.discard = false;
                 }
-                None => continue,
+                None => start = n,
             }
         }
+        // Hand the read to the splitter piece by piece while the tick may produce lines; the
+        // bytes after the last piece taken are read again on the next tick. (The splitter's
+        // lines do not depend on how its input is cut.)
+        let mut used = start;
         let (labels, stream, catch_up) = (&f.labels, f.seq, base < f.catch_up_end);
-        f.splitter.push(data, |l| {
-            emit(out, st, l, name, stream, labels, now, catch_up)
-        });
+        while used < n && budget.lines > 0 {
+            let end = (used + PIECE).min(n);
+            let before = out.len();
+            f.splitter.push(&buf[used..end], |l| {
+                emit(out, st, l, name, stream, labels, now, catch_up)
+            });
+            budget.lines = budget.lines.saturating_sub(out.len() - before);
+            used = end;
+        }
+        if let Some(i) = memrchr(b'\n', &buf[..used]) {
+            f.line_start = base + i as u64 + 1;
+        }
+        f.pos += used as u64;
+        file_budget -= used;
+        budget.bytes -= used;
+        st.bytes += used as u64;
+        if used < n {
+            hit = true;
+            break;
+        }
     }
     f.last_seen = seen;
     let known = size.max(f.pos);
@@ -1033,6 +1072,67 @@ mod tests {
         let f = &st.files[0];
         assert_eq!((f.lines, f.bytes, f.open), (3, 14, true));
         assert_eq!(st.errors, 3, "carried; the new tailer had no failures");
+    }
+
+    /// Issue 7: a tick's lines are bounded in number, not only in bytes. A 1 MiB tick of
+    /// empty lines would be a million `Line`s (~90 MB); the line budget stops the tick
+    /// inside a read, and the rest is read on the next ticks, each line exactly once.
+    #[test]
+    fn a_tick_of_short_lines_is_bounded_in_lines_and_loses_nothing() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.log");
+        // 300,000 lines "0".."299999" and a partial last line, in ~2 MB: within the byte
+        // budgets of a few ticks, far over the line budget of one.
+        let mut data: Vec<u8> = (0..300_000)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        data.extend_from_slice(b"partial");
+        fs::write(&p, &data).unwrap();
+        let mut src = SourceConfig::files(&d.path().join("*.log").display().to_string());
+        src.start_at = crate::config::StartAt::Beginning;
+        let mut t = Tailer::new(&[src], &TailerConfig::default(), Vec::new()).unwrap();
+        let (mut next, mut ticks) = (0u64, 0);
+        loop {
+            let mut out = Vec::new();
+            let more = t.poll(Ts(0), ticks == 0, &mut out);
+            ticks += 1;
+            // At most one piece past the budget: a 16 KiB piece of 2-byte lines.
+            assert!(
+                out.len() <= TICK_LINES + PIECE / 2,
+                "tick {ticks}: {} lines",
+                out.len()
+            );
+            for l in out {
+                assert_eq!(
+                    l.bytes,
+                    next.to_string().into_bytes(),
+                    "in order, once each"
+                );
+                next += 1;
+            }
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(next, 300_000);
+        assert!(ticks >= 300_000 / (TICK_LINES + PIECE / 2), "{ticks} ticks");
+        let st = t.stats();
+        let expect = (data.len() - b"partial".len()) as u64;
+        assert_eq!((st.files[0].lines, st.files[0].offset), (300_000, expect));
+        assert_eq!(st.files[0].bytes, data.len() as u64, "every byte read once");
+        // The checkpoint is after the last complete line; the partial line is still held.
+        assert_eq!(t.checkpoints()[0].offset, expect);
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b" line\n")
+            .unwrap();
+        let mut out = Vec::new();
+        t.poll(Ts(1), false, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].bytes, b"partial line");
     }
 
     #[test]
