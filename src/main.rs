@@ -202,6 +202,28 @@ struct QueuesArgs {
     no_wait: bool,
 }
 
+/// glibc gives threads that allocate their own malloc arenas (up to 8 per core), and each arena
+/// keeps what was freed in it: with the runtime's workers, blocking tailer ticks and classify
+/// thread, that was 3–12 MiB of resident memory the heap no longer used. Two arenas measured
+/// (`PARTS=ad QUICK=1 scripts/bench-memory`, paired): 100 files written at 100 lines/s each,
+/// peak RSS 21.4 → 18.6 MiB; full-speed tailing 22.3–24.4 → 20.1–21.2 MiB, with no CPU
+/// difference above the noise. A `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` from the environment wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn cap_malloc_arenas() {
+    let tuned = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+    if !tuned {
+        // SAFETY: mallopt is called before any other thread exists; a rejected value leaves
+        // glibc's default in place.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn cap_malloc_arenas() {}
+
 fn main() -> ExitCode {
     // A file-size limit (RLIMIT_FSIZE) must fail a checkpoint or state write with EFBIG,
     // which is reported and survived, not kill the daemon with SIGXFSZ.
@@ -209,6 +231,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    cap_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
