@@ -812,9 +812,9 @@ fn display_group(group_by: &[String], l: &Labels) -> String {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use crate::notify::config::{InhibitConfig, ReceiverConfig, RouteConfig};
-    use crate::rules::Op;
 
     fn at(s: u64) -> Ts {
         Ts::from_secs(1_795_428_000 + s)
@@ -822,23 +822,8 @@ mod tests {
 
     fn alert(rule: &str, state: AlertState, sev: Severity, worker: &str, s: u64) -> Alert {
         Alert {
-            rule: Arc::from(rule),
-            rule_type: "count",
-            labels: Labels::from_pairs([("worker", worker)]),
-            state,
-            severity: sev,
-            value: 3.0,
-            threshold: 1.0,
-            op: Op::Gt,
-            window_secs: Some(300),
-            count: 3,
-            total: None,
-            at: at(s),
-            since: at(s),
-            summary: None,
             evidence: vec!["boom".into()],
-            backfill: false,
-            context: Vec::new(),
+            ..crate::notify::testing::alert(rule, state, sev, &[("worker", worker)], at(s))
         }
     }
 

@@ -798,47 +798,31 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Labels;
+    use crate::notify::testing;
+
     use crate::notify::config::RateLimit;
-    use crate::notify::core::Change;
-    use crate::rules::{Alert, AlertState, Op, Severity};
+
+    use crate::rules::{Alert, AlertState, Severity};
 
     fn t(s: u64) -> Ts {
         Ts::from_secs(1_795_428_000 + s)
     }
 
     fn msg(group: &str, worker: &str, at: Ts) -> Message {
-        Message {
-            receiver: 0,
-            receiver_name: "slack".into(),
-            group: group.into(),
-            at,
-            body: Body::Alerts {
-                items: vec![Item {
-                    alert: Alert {
-                        rule: Arc::from("errors"),
-                        rule_type: "count",
-                        labels: Labels::from_pairs([("worker", worker)]),
-                        state: AlertState::Firing,
-                        severity: Severity::Warning,
-                        value: 1.0,
-                        threshold: 0.0,
-                        op: Op::Gt,
-                        window_secs: Some(60),
-                        count: 1,
-                        total: None,
-                        at,
-                        since: at,
-                        summary: None,
-                        evidence: vec![],
-                        backfill: false,
-                        context: Vec::new(),
-                    },
-                    change: Change::Firing,
-                    occurrences: 1,
-                }],
-            },
-        }
+        let alert = Alert {
+            value: 1.0,
+            threshold: 0.0,
+            window_secs: Some(60),
+            count: 1,
+            ..testing::alert(
+                "errors",
+                AlertState::Firing,
+                Severity::Warning,
+                &[("worker", worker)],
+                at,
+            )
+        };
+        testing::message(group, alert)
     }
 
     fn slack_rc() -> ReceiverConfig {

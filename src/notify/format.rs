@@ -496,38 +496,32 @@ pub fn alertmanager_json(m: &Message, r: &Render<'_>) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Labels, Ts};
-    use crate::notify::config::BUILTIN_REDACT;
-    use crate::rules::Op;
+    use crate::event::Ts;
+    use crate::notify::testing;
+
     use std::sync::Arc;
 
     fn alert() -> Alert {
+        let at = Ts(1_795_428_000_000);
         Alert {
-            rule: Arc::from("error-rate"),
             rule_type: "ratio",
-            labels: Labels::from_pairs([("worker", "w1")]),
-            state: AlertState::Firing,
-            severity: Severity::Warning,
             value: 0.15,
             threshold: 0.05,
-            op: Op::Gt,
-            window_secs: Some(300),
-            count: 3,
             total: Some(20),
-            at: Ts(1_795_428_000_000),
-            since: Ts(1_795_428_000_000),
             summary: Some("too many failures".into()),
             evidence: vec!["KeyError: 'a'".into(), "x".into(), "ValueError: b".into()],
-            backfill: false,
-            context: Vec::new(),
+            ..testing::alert(
+                "error-rate",
+                AlertState::Firing,
+                Severity::Warning,
+                &[("worker", "w1")],
+                at,
+            )
         }
     }
 
     fn res() -> Vec<Regex> {
-        BUILTIN_REDACT
-            .iter()
-            .map(|r| Regex::new(r).unwrap())
-            .collect()
+        testing::redactions()
     }
 
     fn msg(items: Vec<Item>) -> Message {

@@ -611,51 +611,31 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Labels, Ts};
-    use crate::notify::core::{Change, Item};
-    use crate::rules::{Alert, AlertState, Op, Severity};
-    use std::sync::Arc;
+    use crate::event::Ts;
+    use crate::notify::testing;
+
+    use crate::rules::{Alert, AlertState, Severity};
 
     fn msg(marker: &str, evidence: &str) -> Message {
-        let at = Ts(1_795_428_000_123);
-        Message {
-            receiver: 0,
-            receiver_name: "slack".into(),
-            group: format!("{{marker=\"{marker}\"}}"),
-            at,
-            body: Body::Alerts {
-                items: vec![Item {
-                    alert: Alert {
-                        rule: Arc::from("errors"),
-                        rule_type: "count",
-                        labels: Labels::from_pairs([("marker", marker)]),
-                        state: AlertState::Firing,
-                        severity: Severity::Critical,
-                        value: 3.0,
-                        threshold: 0.0,
-                        op: Op::Gt,
-                        window_secs: Some(60),
-                        count: 3,
-                        total: None,
-                        at,
-                        since: at,
-                        summary: Some("errors on {{ worker }}".into()),
-                        evidence: vec![evidence.into()],
-                        backfill: false,
-                        context: vec!["error 3 in 5m".into()],
-                    },
-                    change: Change::Firing,
-                    occurrences: 1,
-                }],
-            },
-        }
+        let alert = Alert {
+            threshold: 0.0,
+            window_secs: Some(60),
+            summary: Some("errors on {{ worker }}".into()),
+            evidence: vec![evidence.into()],
+            context: vec!["error 3 in 5m".into()],
+            ..testing::alert(
+                "errors",
+                AlertState::Firing,
+                Severity::Critical,
+                &[("marker", marker)],
+                Ts(1_795_428_000_123),
+            )
+        };
+        testing::message(&format!("{{marker=\"{marker}\"}}"), alert)
     }
 
     fn res() -> Vec<regex::Regex> {
-        crate::notify::config::BUILTIN_REDACT
-            .iter()
-            .map(|r| regex::Regex::new(r).unwrap())
-            .collect()
+        testing::redactions()
     }
 
     fn ids(p: &[Pending]) -> Vec<&str> {

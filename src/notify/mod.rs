@@ -17,6 +17,8 @@ pub mod format;
 pub mod journal;
 mod reload;
 pub mod state;
+#[cfg(test)]
+mod testing;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -480,34 +482,23 @@ impl Write for FailWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Labels;
+    use crate::notify::testing;
+
     use crate::notify::config::{Format, RateLimit, ReceiverConfig, RouteConfig};
-    use crate::rules::{AlertState, Op, Severity};
+    use crate::rules::{AlertState, Severity};
 
     fn at(s: u64) -> Ts {
         Ts::from_secs(1_795_428_000 + s)
     }
 
     fn firing(worker: &str, s: u64) -> Alert {
-        Alert {
-            rule: Arc::from("crash"),
-            rule_type: "count",
-            labels: Labels::from_pairs([("worker", worker)]),
-            state: AlertState::Firing,
-            severity: Severity::Critical,
-            value: 3.0,
-            threshold: 1.0,
-            op: Op::Gt,
-            window_secs: Some(300),
-            count: 3,
-            total: None,
-            at: at(s),
-            since: at(s),
-            summary: None,
-            evidence: Vec::new(),
-            backfill: false,
-            context: Vec::new(),
-        }
+        testing::alert(
+            "crash",
+            AlertState::Firing,
+            Severity::Critical,
+            &[("worker", worker)],
+            at(s),
+        )
     }
 
     /// "slack" (one message per hour, then a digest after 30 s) on a route grouping by worker.
