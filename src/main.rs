@@ -624,33 +624,56 @@ fn count_lines(
     Ok(())
 }
 
-/// Reads `inputs` in chunks of about [`COUNT_CHUNK`] bytes that end at a line end (a line
-/// longer than that is cut; the counters cap it at `max_line` anyway) and hands each to
-/// `chunk`, which may give a used buffer back for reuse.
+/// Reads `inputs` in chunks of about [`COUNT_CHUNK`] bytes that end at a line end and hands
+/// each to `chunk`, which may give a used buffer back for reuse. A line longer than
+/// `max_line` arrives as its first `max_line` bytes and a `\n`, the rest of it dropped as it
+/// is read: one line, as [`LineSplitter`](logwarden::sources::LineSplitter) makes it.
 fn read_chunks(
     inputs: Vec<(String, Box<dyn Read>)>,
     max_line: usize,
     mut chunk: impl FnMut(Vec<u8>) -> Option<Vec<u8>>,
 ) -> anyhow::Result<()> {
+    let max_line = max_line.max(1);
     let mut spare: Option<Vec<u8>> = None;
     for (name, mut input) in inputs {
         let mut buf: Vec<u8> = Vec::with_capacity(COUNT_CHUNK + 4096);
+        // True while the head of an over-long line ends `buf` and the rest is being dropped.
+        let mut skipping = false;
         loop {
             let start = buf.len();
-            buf.resize(COUNT_CHUNK.max(start + 4096), 0);
+            buf.resize(COUNT_CHUNK.max(start + (64 << 10)), 0);
             let n = read_full(&mut input, &mut buf[start..])
                 .with_context(|| format!("reading {name}"))?;
             buf.truncate(start + n);
             let eof = n == 0;
+            if skipping {
+                match memchr::memchr(b'\n', &buf[start..]) {
+                    Some(i) => {
+                        buf.drain(start..start + i); // the head meets its `\n`
+                        skipping = false;
+                    }
+                    None if eof => skipping = false,
+                    None => {
+                        buf.truncate(start);
+                        continue;
+                    }
+                }
+            }
             let end = if eof {
                 buf.len()
             } else {
-                match memchr::memrchr(b'\n', &buf) {
-                    Some(i) => i + 1,
-                    None if buf.len() >= max_line.saturating_mul(2).max(COUNT_CHUNK) => buf.len(),
-                    None => continue, // a very long line: read more before cutting
+                // The bytes before `start` are a line's beginning: no `\n` there.
+                let line_start = memchr::memrchr(b'\n', &buf[start..]).map_or(0, |i| start + i + 1);
+                // More than `max_line` plus a possible `\r`, and no `\n` yet: over-long.
+                if buf.len() - line_start > max_line + 1 {
+                    buf.truncate(line_start + max_line);
+                    skipping = true;
                 }
+                line_start
             };
+            if end == 0 && !eof {
+                continue; // no whole line yet: read on into the same buffer
+            }
             let mut next = spare.take().unwrap_or_default();
             next.clear();
             next.extend_from_slice(&buf[end..]);

@@ -381,3 +381,53 @@ fn classify_counts_are_the_same_on_any_number_of_threads() {
         );
     }
 }
+
+/// A line longer than `max_line_bytes` (64 KiB) is one line, classified by its head as the
+/// daemon's line splitter keeps it; the rest is dropped, wherever the 4 MiB chunks fall. Before,
+/// counting cut a 10 MB line into three "lines" and classified each piece.
+#[test]
+fn classify_counts_an_over_long_line_once_by_its_head() {
+    let mut input = b"first line\nERROR [w1] head of a long line ".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 10 << 20));
+    input.extend_from_slice(b" Killed process 123 (python) total-vm:1kB\n");
+    input.extend_from_slice(b"Killed process 456 (python) total-vm:1kB\n");
+    input.extend(std::iter::repeat_n(b'y', 5 << 20)); // and an unterminated one at the end
+    input.extend_from_slice(b" ERROR");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.log");
+    std::fs::write(&file, &input).unwrap();
+    let path = file.to_str().unwrap();
+    let want = serde_json::json!({"error": 1, "oom": 1, "other": 2});
+    for threads in ["1", "2"] {
+        for (args, stdin) in [
+            (vec!["--threads", threads], &input[..]),
+            (vec!["--threads", threads, path], &b""[..]),
+        ] {
+            let mut all = vec!["classify", "--lines", "--format", "counts"];
+            all.extend(args);
+            let out = run_with_stdin(&all, stdin);
+            assert!(out.status.success(), "{}", stderr(&out));
+            let mut got: serde_json::Value =
+                serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+            got.as_object_mut()
+                .unwrap()
+                .retain(|_, n| n.as_u64() != Some(0));
+            assert_eq!(got, want, "{all:?}");
+        }
+    }
+    let tsv = run_with_stdin(&["classify", "--lines", path], b"");
+    let kinds: Vec<(&str, usize)> = std::str::from_utf8(&tsv.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once('\t').map(|(k, t)| (k, t.len())).unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("other", 10),
+            ("error", 64 << 10),
+            ("oom", 40),
+            ("other", 64 << 10)
+        ]
+    );
+}
