@@ -541,7 +541,10 @@ fn cmd_classify(args: ClassifyArgs) -> anyhow::Result<()> {
             || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             usize::from,
         );
-        count_lines(&set, config.max_line_bytes, inputs, threads, &mut out)?;
+        match regular_files(&args.files, threads) {
+            Some(files) => count_files(&set, config.max_line_bytes, files, threads, &mut out)?,
+            None => count_lines(&set, config.max_line_bytes, inputs, threads, &mut out)?,
+        }
     } else if args.lines {
         classify_lines(&set, config.max_line_bytes, inputs, args.format, &mut out)?;
     } else {
@@ -622,6 +625,157 @@ fn count_lines(
     }
     write_counts(out, set, &hits, total, &sample)?;
     Ok(())
+}
+
+/// The files to count in pieces on several threads: all of them, when there are several
+/// threads and every file is a regular file (a pipe or a device is read in order by
+/// [`count_lines`]).
+fn regular_files(paths: &[String], threads: usize) -> Option<Vec<(String, std::fs::File, u64)>> {
+    if threads <= 1 || paths.is_empty() {
+        return None;
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let f = std::fs::File::open(p).ok()?;
+            let m = f.metadata().ok().filter(|m| m.is_file())?;
+            Some((p.clone(), f, m.len()))
+        })
+        .collect()
+}
+
+/// `--lines --format counts` of regular files on `threads` threads, each reading its own
+/// [`COUNT_CHUNK`] pieces with `pread`: piece k of a file holds the lines that start in its
+/// bytes [k·C, (k+1)·C). No reader thread competes with the counters for the cores and no
+/// chunk is handed between threads (with them, `--threads 2` ran the bench corpus file at
+/// 1.64× of one thread, against 2.56× for stdin where `cat` does the reading on its own).
+/// Counts equal [`count_lines`]'s; the sample of unmatched lines comes from the earliest
+/// pieces looked at.
+fn count_files(
+    set: &PatternSet,
+    max_line: usize,
+    files: Vec<(String, std::fs::File, u64)>,
+    threads: usize,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let n = set.patterns().len();
+    let chunk = COUNT_CHUNK as u64;
+    let pieces: Vec<(usize, u64)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(f, (_, _, size))| (0..size.div_ceil(chunk)).map(move |k| (f, k * chunk)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let sampled = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(pieces.len()).max(1))
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<_> {
+                    let (mut hits, mut lines, mut sc) = (vec![0u64; n], 0u64, set.scratch());
+                    let (mut buf, mut samples) = (Vec::new(), Vec::new());
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(f, start)) = pieces.get(i) else {
+                            break;
+                        };
+                        let (name, file, _) = &files[f];
+                        let owned = read_piece(file, start, start + chunk, max_line, &mut buf)
+                            .with_context(|| format!("reading {name}"))?;
+                        let piece = &buf[owned];
+                        lines += set.count_buffer(piece, max_line, &mut hits, &mut sc, |_, _| {});
+                        if sampled.load(std::sync::atomic::Ordering::Relaxed) < 10 {
+                            let mut found = Vec::new();
+                            collect_unmatched(set, piece, max_line, &mut sc, &mut found);
+                            sampled.fetch_add(found.len(), std::sync::atomic::Ordering::Relaxed);
+                            samples.push((i, found));
+                        }
+                    }
+                    Ok((hits, lines, samples))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("counting thread panicked"))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let (mut hits, mut total, mut samples) = (vec![0u64; n], 0u64, Vec::new());
+    for (h, lines, s) in results {
+        total += lines;
+        for (t, x) in hits.iter_mut().zip(h) {
+            *t += x;
+        }
+        samples.extend(s);
+    }
+    samples.sort_by_key(|(i, _)| *i);
+    let sample: Vec<String> = samples.into_iter().flat_map(|(_, s)| s).take(10).collect();
+    write_counts(out, set, &hits, total, &sample)?;
+    Ok(())
+}
+
+/// Reads into `buf` the lines of `file` that start in bytes [`start`, `end`) and returns
+/// where they are in `buf`: from one byte before `start` (a line starts at `start` when that
+/// byte is a `\n`) to the end of the last line that starts before `end`, read on past `end`
+/// as far as its `\n`. Of a line longer than `max_line` that runs past `end`, the head is
+/// kept and terminated; the rest is read only to find its end. A file that shrinks meanwhile
+/// ends where the reads find its end.
+fn read_piece(
+    file: &std::fs::File,
+    start: u64,
+    end: u64,
+    max_line: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<std::ops::Range<usize>> {
+    let from = start.saturating_sub(1);
+    buf.resize((end - from) as usize, 0);
+    let got = read_at_full(file, buf, from)?;
+    buf.truncate(got);
+    let first = if start == 0 {
+        0
+    } else {
+        match memchr::memchr(b'\n', buf) {
+            Some(i) => i + 1,
+            None => return Ok(0..0), // inside a line that started in an earlier piece
+        }
+    };
+    if got as u64 == end - from && buf.last() != Some(&b'\n') {
+        // The last line goes on past `end`: read on to its `\n` (or the end of the file).
+        let line_start = memchr::memrchr(b'\n', buf)
+            .map_or(first, |i| i + 1)
+            .max(first);
+        let mut at = end;
+        let mut block = [0u8; 64 << 10];
+        loop {
+            let k = read_at_full(file, &mut block, at)?;
+            let nl = memchr::memchr(b'\n', &block[..k]);
+            let room = (max_line + 2).saturating_sub(buf.len() - line_start);
+            let take = nl.map_or(k, |i| i + 1).min(room);
+            buf.extend_from_slice(&block[..take]);
+            at += k as u64;
+            if nl.is_some() || k < block.len() {
+                if buf.len() - line_start > max_line + 1 {
+                    buf.truncate(line_start + max_line);
+                    buf.push(b'\n');
+                }
+                break;
+            }
+        }
+    }
+    Ok(first..buf.len())
+}
+
+fn read_at_full(file: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], at + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Reads `inputs` in chunks of about [`COUNT_CHUNK`] bytes that end at a line end and hands

@@ -431,3 +431,62 @@ fn classify_counts_an_over_long_line_once_by_its_head() {
         ]
     );
 }
+
+/// Counting a file on several threads reads it in 4 MiB pieces, each owning the lines that
+/// start in it. Lines end exactly at, start exactly at, and run across piece boundaries
+/// (one over-long line covers a whole piece); the counts must equal those of reading the
+/// same bytes in order from stdin, and of the line-by-line output.
+#[test]
+fn classify_counts_of_file_pieces_cut_no_line() {
+    const PIECE: usize = 4 << 20;
+    let demo = demo();
+    let mut input = Vec::new();
+    let fill_to = |input: &mut Vec<u8>, at: usize| {
+        while input.len() + demo.len() < at {
+            input.extend_from_slice(&demo);
+        }
+        // One "other" line whose `\n` is the byte before `at`.
+        let pad = at - input.len() - 1;
+        input.extend(std::iter::repeat_n(b'.', pad));
+        input.push(b'\n');
+    };
+    fill_to(&mut input, PIECE); // a line starts exactly at the boundary
+    fill_to(&mut input, 2 * PIECE + 1); // the boundary's byte is a `\n`
+    fill_to(&mut input, 3 * PIECE - 1000);
+    input.extend_from_slice(b"ERROR [w1] a 200 KiB line across a boundary ");
+    input.extend(std::iter::repeat_n(b'x', 200 << 10));
+    input.extend_from_slice(b"\n");
+    fill_to(&mut input, 4 * PIECE - 10);
+    input.extend(std::iter::repeat_n(b'y', PIECE + 20)); // covers a whole piece
+    input.extend_from_slice(b" Killed process 1 (python)\n");
+    input.extend_from_slice(&demo);
+    input.extend_from_slice(b"ERROR and no newline at the end");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pieces.log");
+    std::fs::write(&file, &input).unwrap();
+    let counts = |args: &[&str], stdin: &[u8]| -> serde_json::Value {
+        let mut all = vec!["classify", "--lines", "--format", "counts"];
+        all.extend(args);
+        let out = run_with_stdin(&all, stdin);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap()
+    };
+    let in_order = counts(&["--threads", "1"], &input);
+    let tsv = run_with_stdin(&["classify", "--lines"], &input);
+    let lines = tsv.stdout.iter().filter(|&&b| b == b'\n').count() as u64;
+    let total: u64 = in_order
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, lines);
+    let path = file.to_str().unwrap();
+    for threads in ["2", "3"] {
+        assert_eq!(
+            counts(&["--threads", threads, path], b""),
+            in_order,
+            "{threads}"
+        );
+    }
+}
