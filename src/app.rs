@@ -86,6 +86,10 @@ impl RunReport {
         for (n, what) in [
             (self.notify.failed, "failed"),
             (self.notify.held, "held back by rate limits"),
+            (
+                self.notify.kept,
+                "kept in the outbox journal for the next start",
+            ),
             (self.notify.inhibited, "inhibited"),
             (
                 self.notify.backfilled,

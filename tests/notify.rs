@@ -663,6 +663,115 @@ severity = "warning"
     assert_eq!(h["receivers"]["slack"]["failed"], 0, "{h}");
 }
 
+/// A drain (end of input, or SIGTERM) while Slack is down: what Slack has not taken by the
+/// drain deadline is not recorded failed but stays queued in the outbox journal, and the next
+/// start delivers it, under the ids it was tried with. (Before, a restart during a Slack
+/// outage lost those notifications: they were recorded failed at the deadline.)
+#[test]
+fn a_drain_while_slack_is_down_keeps_its_notifications_for_the_next_start() {
+    let slack = FakeHttp::start(vec![Reply::Status(503, None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        r#"
+[[receiver]]
+name = "slack"
+type = "slack"
+url_env = "LW_SLACK_URL"
+rate_limit = "none"
+timeout = "1s"
+max_attempts = 20
+
+[[route]]
+receivers = ["slack"]
+group_by = ["rule", "marker"]
+group_wait = "0s"
+"#,
+        r#"
+[[pattern]]
+name = "marked"
+kind = "error"
+regex = 'task failed (?P<marker>MARK-[0-9]+)'
+labels = ["marker"]
+priority = 100
+
+[[rule]]
+name = "marked"
+type = "any"
+kinds = ["error"]
+severity = "warning"
+"#,
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("shutdown_grace = \"20s\"", "shutdown_grace = \"2s\""),
+    )
+    .unwrap();
+    let url = slack.url("/hook");
+    let state = dir.path().join("state");
+    let mut d = Daemon::start(&cfg, &[("LW_SLACK_URL", &url)]);
+    for k in 1..=3 {
+        d.write(&format!(
+            "2026-11-23 10:00:00,000 ERROR task failed MARK-{k}\n"
+        ));
+    }
+    wait_for("a first attempt", Duration::from_secs(60), || {
+        !slack.requests().is_empty()
+    });
+    let out = d.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("3 kept in the outbox journal for the next start"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(" failed;") && !err.ends_with(" failed\n"),
+        "{err}"
+    );
+    let h = history(&state);
+    assert_eq!(
+        h["history"].as_array().unwrap().len(),
+        0,
+        "nothing recorded failed: {h}"
+    );
+    assert_eq!(h["in_flight"].as_array().unwrap().len(), 3, "{h}");
+    let kept: std::collections::BTreeSet<String> = h["in_flight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect();
+
+    slack.answer(vec![Reply::Ok]);
+    let d = Daemon::start(&cfg, &[("LW_SLACK_URL", &url)]);
+    wait_for("three deliveries", Duration::from_secs(60), || {
+        slack.requests().iter().filter(|r| r.accepted()).count() >= 3
+    });
+    let out = d.finish();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let delivered: Vec<Req> = slack
+        .requests()
+        .into_iter()
+        .filter(|r| r.accepted())
+        .collect();
+    assert_eq!(delivered.len(), 3, "{delivered:#?}");
+    for k in 1..=3 {
+        let n = delivered
+            .iter()
+            .filter(|r| r.body.contains(&format!("MARK-{k}")))
+            .count();
+        assert_eq!(n, 1, "MARK-{k} delivered {n} times");
+    }
+    let sent: std::collections::BTreeSet<String> =
+        delivered.iter().filter_map(|r| r.id.clone()).collect();
+    assert_eq!(sent, kept, "delivered under the ids they were queued with");
+    let h = history(&state);
+    assert_eq!(h["in_flight"].as_array().unwrap().len(), 0, "{h}");
+    assert_eq!(h["receivers"]["slack"]["sent"], 3, "{h}");
+}
+
 /// aiosmtpd on a free port, saving mail into a directory.
 struct Smtp {
     child: Child,

@@ -298,6 +298,9 @@ struct OutboxState {
     closed: bool,
     /// After close, no retry may sleep past this.
     deadline: Option<tokio::time::Instant>,
+    /// After close: what the receiver has not taken by the deadline stays queued (in the
+    /// journal, for the next start) instead of being recorded failed.
+    keep: bool,
 }
 
 /// Most queued messages per receiver; older ones are dropped (and recorded failed).
@@ -372,11 +375,38 @@ impl Outbox {
 
     /// Closes the outbox: the worker finishes what is queued, retrying until `deadline`.
     pub fn close(&self, deadline: tokio::time::Instant) {
+        self.close_as(deadline, false);
+    }
+
+    /// Closes the outbox for a shutdown: as [`close`](Self::close), except that when the
+    /// journal is durable, a message the receiver cannot take by `deadline` (it is down, and
+    /// the next retry would come later) is not recorded failed: it and everything behind it
+    /// stay queued in the journal, and the next start delivers them.
+    pub fn close_for_restart(&self, deadline: tokio::time::Instant) {
+        self.close_as(deadline, self.journal.durable());
+    }
+
+    fn close_as(&self, deadline: tokio::time::Instant, keep: bool) {
         let mut st = self.queue.lock().expect("outbox lock");
         st.closed = true;
         st.deadline = Some(deadline);
+        st.keep = keep;
         drop(st);
         self.wake.notify_one();
+    }
+
+    /// Puts a message the worker took back at the head of the queue (its journal record is
+    /// untouched: still queued).
+    fn unpop(&self, id: String, m: Message) {
+        self.queue
+            .lock()
+            .expect("outbox lock")
+            .queue
+            .push_front((id, m));
+    }
+
+    fn keeps(&self) -> bool {
+        self.queue.lock().expect("outbox lock").keep
     }
 
     /// Takes everything still queued, journaled as failed with `error` (a receiver replaced
@@ -717,7 +747,12 @@ impl Worker {
         };
         let mut was_down = false;
         while let Some((id, m)) = self.outbox.pop().await {
-            let (outcome, attempts, error) = self.deliver(&id, &m, &render).await;
+            let Some((outcome, attempts, error)) = self.deliver(&id, &m, &render).await else {
+                // Shutting down with the receiver down: this message and those behind it
+                // stay in the journal for the next start.
+                self.outbox.unpop(id, m);
+                return;
+            };
             // The journal first: it decides what a restart sends again.
             self.outbox.done(&id, outcome, error.as_deref());
             match (outcome, was_down) {
@@ -738,12 +773,15 @@ impl Worker {
         }
     }
 
+    /// Attempts `m` until it is sent, refused, out of attempts, or (`None`) left queued for
+    /// the next start because the outbox closed for a restart and the next retry would come
+    /// after its deadline.
     async fn deliver(
         &self,
         id: &str,
         m: &Message,
         r: &Render<'_>,
-    ) -> (Outcome, u32, Option<String>) {
+    ) -> Option<(Outcome, u32, Option<String>)> {
         let seed = m.at.0 ^ (self.rc.name.len() as u64).rotate_left(17);
         let mut last_err = String::new();
         for attempt in 1..=self.rc.max_attempts {
@@ -760,8 +798,8 @@ impl Worker {
                 }),
             };
             let wait = match res {
-                Ok(()) => return (Outcome::Sent, attempt, None),
-                Err(SendError::Permanent(e)) => return (Outcome::Failed, attempt, Some(e)),
+                Ok(()) => return Some((Outcome::Sent, attempt, None)),
+                Err(SendError::Permanent(e)) => return Some((Outcome::Failed, attempt, Some(e))),
                 Err(SendError::Retry { after, reason }) => {
                     last_err = reason;
                     after
@@ -774,24 +812,28 @@ impl Worker {
             }
             if let Some(d) = self.outbox.deadline() {
                 if tokio::time::Instant::now() + wait >= d {
-                    return (
+                    if self.outbox.keeps() {
+                        tracing::warn!(receiver = %self.rc.name, attempts = attempt, error = %last_err, "receiver down at shutdown: its notifications stay in the outbox journal for the next start");
+                        return None;
+                    }
+                    return Some((
                         Outcome::Failed,
                         attempt,
                         Some(format!("{last_err}; shutting down before the next retry")),
-                    );
+                    ));
                 }
             }
             tracing::debug!(receiver = %self.rc.name, attempt, ?wait, error = %last_err, "retrying");
             tokio::time::sleep(wait).await;
         }
-        (
+        Some((
             Outcome::Failed,
             self.rc.max_attempts,
             Some(format!(
                 "{last_err} (after {} attempts)",
                 self.rc.max_attempts
             )),
-        )
+        ))
     }
 }
 

@@ -438,6 +438,13 @@ impl Journal {
         }
     }
 
+    /// True when queued records reach the file: a message left queued at shutdown is then
+    /// delivered after the next start (no `state_dir`, or a failure episode: it would be lost).
+    pub fn durable(&self) -> bool {
+        let inner = self.lock();
+        inner.path.is_some() && !inner.failing
+    }
+
     /// Ids queued and not done, oldest first.
     pub fn live(&self) -> Vec<String> {
         let inner = self.lock();

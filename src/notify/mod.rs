@@ -143,6 +143,9 @@ pub struct NotifyStats {
     pub inhibited: u64,
     /// Alert changes summarised as backfill.
     pub backfilled: u64,
+    /// Messages left queued in the outbox journal at exit (a receiver was down), for the
+    /// next start to deliver.
+    pub kept: u64,
 }
 
 /// Makes the writer a stdout receiver prints to.
@@ -293,7 +296,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
     }
     let deadline = tokio::time::Instant::now() + grace.mul_f64(0.8);
     for o in &outboxes {
-        o.close(deadline);
+        o.close_for_restart(deadline);
     }
     if tokio::time::timeout(grace.mul_f64(0.9), async {
         while workers.join_next().await.is_some() {}
@@ -306,6 +309,11 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
     }
     journal.commit();
     journal.report();
+    if journal.durable() {
+        // Queued and not done: left by a receiver that was down (or an attempt cut off at
+        // the drain deadline); the next start re-queues them.
+        stats.kept = journal.live().len() as u64;
+    }
     if let Some(dir) = &state_dir {
         save(dir, &d, &history, &mut save_failing);
     }
