@@ -1148,6 +1148,28 @@ mod tests {
     }
 
     #[test]
+    fn saved_state_holds_evidence_redacted() {
+        let mut n = Notifier::new(cfg(vec![route(vec![0], 0)], vec![]));
+        let a = Alert {
+            evidence: vec!["login failed password=hunter2 for bob".into()],
+            summary: Some("Authorization: Bearer sk-live-abcdef123456".into()),
+            ..alert("auth", AlertState::Firing, Severity::Critical, "w1", 0)
+        };
+        n.push(a, at(0));
+        assert_eq!(n.tick(at(0), false).len(), 1);
+        let saved = crate::notify::state::snapshot(
+            n.config(),
+            n.groups(),
+            &crate::notify::deliver::History::new(10),
+        );
+        let text = serde_json::to_string(&saved).unwrap();
+        assert!(text.contains("login failed password="), "{text}");
+        for secret in ["hunter2", "sk-live-abcdef123456"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+
+    #[test]
     fn restart_with_moved_routes_restores_alerts_into_the_route_that_now_takes_them() {
         let critical = |receivers| RouteConfig {
             severities: vec![Severity::Critical],

@@ -11,6 +11,7 @@ use crate::event::{Labels, Ts};
 use crate::notify::config::NotifyConfig;
 use crate::notify::core::{Group, GroupKey, Member};
 use crate::notify::deliver::{Entry, History, ReceiverCounts};
+use crate::notify::format::redact;
 use crate::rules::{Alert, AlertState, Op, Severity};
 
 /// File name under `state_dir`.
@@ -122,8 +123,11 @@ pub fn snapshot(
                     total: a.total,
                     at_ms: a.at.0,
                     since_ms: a.since.0,
-                    summary: a.summary.clone(),
-                    evidence: a.evidence.clone(),
+                    // Stored as a receiver would get them: the state file holds no more
+                    // of a log line than a message does (redaction is idempotent, so
+                    // restored evidence sent later is unchanged by a second pass).
+                    summary: a.summary.as_deref().map(|s| redact(s, &cfg.redact)),
+                    evidence: a.evidence.iter().map(|e| redact(e, &cfg.redact)).collect(),
                     announced: m.announced,
                     sent: m
                         .sent
