@@ -141,11 +141,49 @@ impl Gate {
         })
     }
 
+    /// What the gate holds for its digest, to save across a restart (`None`: nothing).
+    pub fn held_digest(&self) -> Option<HeldDigest> {
+        Some(HeldDigest {
+            held: self.held,
+            since: self.since?,
+            lines: self.lines.clone(),
+            more: self.more,
+        })
+    }
+
+    /// Adds what a previous run held for this receiver's digest: the next digest lists it
+    /// (and is due `digest_wait` after the earlier of the two first holds).
+    pub fn restore_held(&mut self, h: HeldDigest) {
+        self.held += h.held;
+        self.since = Some(self.since.map_or(h.since, |s| s.min(h.since)));
+        for line in h.lines {
+            if self.lines.len() < DIGEST_LINES {
+                self.lines.push(line);
+            } else {
+                self.more += 1;
+            }
+        }
+        self.more += h.more;
+    }
+
     /// When a held digest could go out.
     pub fn next_due(&self) -> Option<Ts> {
         self.since
             .map(|s| s.plus(self.digest_wait).max(self.retry_at.unwrap_or(s)))
     }
+}
+
+/// A gate's held-back messages, as saved in the notification state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldDigest {
+    /// Messages held.
+    pub held: u64,
+    /// When the first was held.
+    pub since: Ts,
+    /// Their one-line descriptions (at most `DIGEST_LINES`).
+    pub lines: Vec<String>,
+    /// Descriptions beyond those.
+    pub more: u64,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,6 +59,33 @@ pub struct Tick {
 }
 
 impl Dispatcher {
+    /// What the gates hold for digests, by receiver name.
+    pub fn held_digests(&self) -> std::collections::BTreeMap<String, deliver::HeldDigest> {
+        let cfg = self.notifier.config();
+        self.gates
+            .iter()
+            .zip(&cfg.receivers)
+            .filter_map(|(g, rc)| Some((rc.name.clone(), g.held_digest()?)))
+            .collect()
+    }
+
+    /// Gives each receiver (by name) what a previous run held for its digest; a receiver no
+    /// longer configured has its held messages logged and dropped.
+    pub fn restore_digests(
+        &mut self,
+        saved: std::collections::BTreeMap<String, deliver::HeldDigest>,
+    ) {
+        let cfg = self.notifier.config();
+        for (name, h) in saved {
+            match cfg.receivers.iter().position(|rc| rc.name == name) {
+                Some(i) => self.gates[i].restore_held(h),
+                None => {
+                    tracing::warn!(receiver = %name, held = h.held, "a digest held for a receiver that is no longer configured is dropped")
+                }
+            }
+        }
+    }
+
     /// A dispatcher for `cfg`.
     pub fn new(cfg: Arc<NotifyConfig>) -> Dispatcher {
         let gates = cfg.receivers.iter().map(Gate::new).collect();
@@ -206,6 +233,7 @@ pub async fn run(setup: NotifySetup, mut rx: mpsc::Receiver<Alert>) -> NotifySta
             clock.now(),
             RESTORE_CONFIRM,
         );
+        d.restore_digests(saved.digests);
         if n > 0 {
             tracing::info!(
                 firing = n,
@@ -426,12 +454,21 @@ fn dispatch(
     any
 }
 
+/// What [`save`] writes: the notifier's announced firing groups, the notification log, and
+/// what the gates hold for digests.
+fn saved_state(d: &Dispatcher, h: &deliver::History) -> state::Saved {
+    state::Saved {
+        digests: d.held_digests(),
+        ..state::snapshot(d.notifier.config(), d.notifier.groups(), h)
+    }
+}
+
 /// Saves the state; a failure is logged when saving starts failing and when it works again.
 fn save(dir: &std::path::Path, d: &Dispatcher, history: &SharedHistory, failing: &mut bool) {
     let snap = {
         let mut h = history.lock().expect("history lock");
         h.dirty = false;
-        state::snapshot(d.notifier.config(), d.notifier.groups(), &h)
+        saved_state(d, &h)
     };
     match state::save(dir, &snap) {
         Ok(()) if std::mem::take(failing) => {
@@ -561,6 +598,43 @@ mod tests {
             d.tick(at(5), false).send.len(),
             1,
             "the new gate has its burst"
+        );
+    }
+
+    /// A kill while a rate limit holds messages for a digest: the saved state carries them,
+    /// and the next run's digest lists them.
+    #[test]
+    fn a_held_digest_survives_a_restart() {
+        let mut d = Dispatcher::new(cfg(3600));
+        d.push(firing("w1", 0), at(0));
+        assert_eq!(d.tick(at(0), false).send.len(), 1);
+        d.push(firing("w2", 1), at(1));
+        d.push(firing("w3", 2), at(2));
+        assert_eq!(d.tick(at(2), false).held.len(), 2);
+        let saved = saved_state(&d, &deliver::History::new(10));
+        let saved: state::Saved =
+            serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+
+        let mut after = Dispatcher::new(cfg(3600));
+        after.restore_digests(saved.digests);
+        assert!(
+            after.tick(at(31), false).send.is_empty(),
+            "digest_wait not over"
+        );
+        let sent = after.tick(at(32), false).send;
+        let [m] = &sent[..] else { panic!("{sent:?}") };
+        let Body::Digest { held, since, lines } = &m.body else {
+            panic!("{m:?}")
+        };
+        assert_eq!((*held, *since), (2, at(2)));
+        let mut lines = lines.clone();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "FIRING critical crash{worker=\"w2\"}",
+                "FIRING critical crash{worker=\"w3\"}"
+            ]
         );
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Labels, Ts};
 use crate::notify::config::NotifyConfig;
 use crate::notify::core::{Group, GroupKey, Member};
-use crate::notify::deliver::{Entry, History, ReceiverCounts};
+use crate::notify::deliver::{Entry, HeldDigest, History, ReceiverCounts};
 use crate::notify::format::redact;
 use crate::rules::{Alert, AlertState, Op, Severity};
 
@@ -29,6 +29,10 @@ pub struct Saved {
     /// Per-receiver counters.
     #[serde(default)]
     pub counts: std::collections::BTreeMap<String, ReceiverCounts>,
+    /// What each receiver's rate limit held back for a digest not yet sent, by receiver
+    /// name: a kill before the digest goes out does not lose it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub digests: std::collections::BTreeMap<String, HeldDigest>,
 }
 
 /// A group.
@@ -102,6 +106,7 @@ pub fn snapshot(
         history: hist.entries.iter().cloned().collect(),
         counts: hist.counts.clone(),
         groups: Vec::new(),
+        digests: Default::default(),
     };
     for ((route, labels), g) in groups {
         let members: Vec<SavedMember> = g
