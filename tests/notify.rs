@@ -530,17 +530,11 @@ fn in_flight(state: &Path) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-/// Issue 8: five alerts, each with its own marker, for a Slack endpoint that hangs and then
-/// answers 503, so they sit in the outbox. After a SIGKILL, `history` shows them in flight
-/// and the journal holds neither the webhook secret nor the password in the log lines.
-/// Restarted with the endpoint healthy, the daemon delivers each exactly once, under the id
-/// it had, and before anything new.
-#[test]
-fn issue_8_messages_in_the_outbox_at_a_sigkill_are_delivered_once_after_the_restart() {
-    let slack = FakeHttp::start(vec![Reply::Hang, Reply::Status(503, None)]);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
+/// An `any` rule per `task failed MARK-<n>` line, each marker its own group, to a Slack
+/// receiver without a rate limit that retries up to 20 times, 1 s per attempt.
+fn marked_config(dir: &Path) -> std::path::PathBuf {
+    config(
+        dir,
         r#"
 [[receiver]]
 name = "slack"
@@ -569,7 +563,19 @@ type = "any"
 kinds = ["error"]
 severity = "warning"
 "#,
-    );
+    )
+}
+
+/// Issue 8: five alerts, each with its own marker, for a Slack endpoint that hangs and then
+/// answers 503, so they sit in the outbox. After a SIGKILL, `history` shows them in flight
+/// and the journal holds neither the webhook secret nor the password in the log lines.
+/// Restarted with the endpoint healthy, the daemon delivers each exactly once, under the id
+/// it had, and before anything new.
+#[test]
+fn issue_8_messages_in_the_outbox_at_a_sigkill_are_delivered_once_after_the_restart() {
+    let slack = FakeHttp::start(vec![Reply::Hang, Reply::Status(503, None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = marked_config(dir.path());
     let url = format!("{}/services/{SLACK_SECRET}", slack.url(""));
     let state = dir.path().join("state");
     let line =
@@ -671,37 +677,7 @@ severity = "warning"
 fn a_drain_while_slack_is_down_keeps_its_notifications_for_the_next_start() {
     let slack = FakeHttp::start(vec![Reply::Status(503, None)]);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        r#"
-[[receiver]]
-name = "slack"
-type = "slack"
-url_env = "LW_SLACK_URL"
-rate_limit = "none"
-timeout = "1s"
-max_attempts = 20
-
-[[route]]
-receivers = ["slack"]
-group_by = ["rule", "marker"]
-group_wait = "0s"
-"#,
-        r#"
-[[pattern]]
-name = "marked"
-kind = "error"
-regex = 'task failed (?P<marker>MARK-[0-9]+)'
-labels = ["marker"]
-priority = 100
-
-[[rule]]
-name = "marked"
-type = "any"
-kinds = ["error"]
-severity = "warning"
-"#,
-    );
+    let cfg = marked_config(dir.path());
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,
