@@ -355,6 +355,9 @@ pub async fn classify_stage(
     control: ClassifyControl,
 ) -> ClassifyStats {
     let ClassifyControl { status, mut reload } = control;
+    if events_out.is_none() {
+        classifier.unprinted();
+    }
     let mut tick = tokio::time::interval(CLASSIFY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events_failed = false;
@@ -391,6 +394,9 @@ pub async fn classify_stage(
                 // Open records end with the old patterns; the counts carry on.
                 classifier.finish(&mut out);
                 next.stats = classifier.stats.clone();
+                if events_out.is_none() {
+                    next.unprinted();
+                }
                 classifier = next;
                 true
             }

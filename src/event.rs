@@ -290,10 +290,12 @@ pub struct Event {
     /// Human-readable message: the line, or for a record its final exception line.
     pub message: String,
     /// Normalised signature of an error (exception class, or message with numbers and ids
-    /// masked), for "top errors" grouping.
+    /// masked), for "top errors" grouping. `None` also when events are not printed
+    /// ([`crate::records::Classifier::unprinted`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
-    /// The raw line for single-line events (lossy UTF-8); `None` for records.
+    /// The raw line for single-line events (lossy UTF-8); `None` for records, and when
+    /// events are not printed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<String>,
     /// Physical lines in the incident (1 for a plain line).
