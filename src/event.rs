@@ -402,19 +402,27 @@ fn is_zero(n: &u32) -> bool {
 /// Lossy UTF-8 text of a line for display, with control characters (other than tab)
 /// replaced so a log line cannot drive a terminal.
 pub fn display_text(bytes: &[u8]) -> String {
-    // Nearly every log line is valid UTF-8 without control characters: check that with
-    // whole-slice passes (SIMD validation, a branch-free fold the compiler vectorises), then
-    // copy once.
-    if let Ok(s) = std::str::from_utf8(bytes) {
-        let c0 = bytes.iter().fold(false, |acc, &b| {
-            acc | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
-        });
-        if !c0 && (s.is_ascii() || !s.chars().any(char::is_control)) {
-            return s.to_owned();
-        }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => display_str(s),
+        Err(_) => defang(&String::from_utf8_lossy(bytes)),
     }
-    String::from_utf8_lossy(bytes)
-        .chars()
+}
+
+/// [`display_text`] of a line already known to be UTF-8.
+pub fn display_str(s: &str) -> String {
+    // Nearly every log line is valid UTF-8 without control characters: check that with
+    // whole-slice passes (a branch-free fold the compiler vectorises), then copy once.
+    let c0 = s.bytes().fold(false, |acc, b| {
+        acc | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+    });
+    if !c0 && (s.is_ascii() || !s.chars().any(char::is_control)) {
+        return s.to_owned();
+    }
+    defang(s)
+}
+
+fn defang(s: &str) -> String {
+    s.chars()
         .map(|c| {
             if c.is_control() && c != '\t' {
                 '\u{fffd}'
