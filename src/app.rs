@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::config::{Config, SourceConfig, SourceInput};
 use crate::counters::{self, CounterInput, CountersReport, LineCount};
-use crate::event::{Event, Line, Ts};
+use crate::event::{same_str, Event, Line, Ts};
 use crate::notify::{self, NotifySetup, NotifyStats, StdoutFactory};
 use crate::ops::{self, Hub};
 use crate::records::{Classifier, ClassifyStats};
@@ -434,7 +434,7 @@ fn count_lines(lines: &[Line], counts: &mut Vec<LineCount>) {
     for l in lines {
         match counts
             .iter_mut()
-            .find(|c| c.source == l.source && c.labels == l.labels)
+            .find(|c| same_str(&c.source, &l.source) && c.labels == l.labels)
         {
             Some(c) => {
                 c.n += 1;

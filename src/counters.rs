@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
-use crate::event::{Event, Labels, Ts};
+use crate::event::{same_str, Event, Labels, Ts};
 use crate::ops::{Activity, CountersSnapshot};
 use crate::queues::{Health, Metric, SampleBatch};
 use crate::rules::{Alert, RuleEngine, RuleSpec};
@@ -263,9 +263,9 @@ fn count_events(
         if tally.first().is_some_and(|(t, _)| t.ts != ev.ts) {
             apply(&mut tally);
         }
-        let same = tally
-            .iter_mut()
-            .find(|(t, _)| t.kind == ev.kind && t.source == ev.source && t.labels == ev.labels);
+        let same = tally.iter_mut().find(|(t, _)| {
+            same_str(&t.kind, &ev.kind) && same_str(&t.source, &ev.source) && t.labels == ev.labels
+        });
         match same {
             Some((_, n)) => *n += 1,
             None => {

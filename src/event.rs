@@ -250,8 +250,34 @@ impl PartialEq<Vec<u8>> for LineBytes {
 
 /// Labels: a small sorted list of `(name, value)` pairs. Sorted so that equal label sets
 /// compare and hash equal whatever order they were built in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, Eq, PartialOrd, Ord)]
 pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
+
+impl std::hash::Hash for Labels {
+    /// As derived (written out because `==` is).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for Labels {
+    /// As derived, but a name or value shared by both sides (the same `Arc`, as when they
+    /// came from one source or one capped label) is not compared byte by byte.
+    fn eq(&self, other: &Labels) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|((a, b), (c, d))| same_str(a, c) && same_str(b, d))
+    }
+}
+
+/// `a == b`, without reading the text when both are the same allocation (`Arc<str>`'s own
+/// `==` always compares the bytes: its pointer shortcut needs a sized type).
+pub fn same_str(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
 
 impl Labels {
     /// No labels.
