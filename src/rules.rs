@@ -868,8 +868,18 @@ impl RuleEngine {
                 continue;
             }
             let mut key = ev.labels.project(&spec.group_by);
-            // One hash of the label set for an existing group (nearly every event).
-            if let Some(group) = rule.groups.get_mut(&key) {
+            // One hash of the label set for an existing group (nearly every event); none for
+            // a rule without `group_by`, whose one group is the empty label set (when that
+            // group is not there, neither is `key`).
+            let group = if spec.group_by.is_empty() && rule.groups.len() == 1 {
+                rule.groups
+                    .values_mut()
+                    .next()
+                    .filter(|g| g.labels.is_empty())
+            } else {
+                rule.groups.get_mut(&key)
+            };
+            if let Some(group) = group {
                 group.count(ev, in_num, in_den);
                 continue;
             }
