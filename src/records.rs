@@ -310,24 +310,27 @@ impl Classifier {
         let patterns = &*self.patterns;
         let (s1, s2) = (&mut self.scratch, &mut self.scratch2);
         let s2 = s2.get_or_insert_with(|| patterns.scratch());
-        let prepared: Vec<Prepared> = std::thread::scope(|sc| {
+        // The halves stay two vectors, chained below: joining them copied every result.
+        let (pa, pb): (Vec<Prepared>, Vec<Prepared>) = std::thread::scope(|sc| {
             let hb = sc.spawn(|| {
                 b.iter()
                     .map(|l| prepare(patterns, &l.bytes, s2))
                     .collect::<Vec<_>>()
             });
-            let mut pa: Vec<Prepared> = a.iter().map(|l| prepare(patterns, &l.bytes, s1)).collect();
+            let pa = a.iter().map(|l| prepare(patterns, &l.bytes, s1)).collect();
             match hb.join() {
-                Ok(pb) => pa.extend(pb),
+                Ok(pb) => (pa, pb),
                 // Cannot happen (prepare does not panic on input); stay correct anyway.
-                Err(_) => pa.extend(b.iter().map(|l| prepare(patterns, &l.bytes, s1))),
+                Err(_) => (
+                    pa,
+                    b.iter().map(|l| prepare(patterns, &l.bytes, s1)).collect(),
+                ),
             }
-            pa
         });
         // Nearly every event of a batch is one of its matched lines: size `out` once (a
         // vector of ~200-byte events grown by doubling was copied about twice over).
-        out.reserve(prepared.iter().filter(|p| p.winner.is_some()).count());
-        for (l, p) in lines.iter().zip(prepared) {
+        out.reserve(pa.iter().chain(&pb).filter(|p| p.winner.is_some()).count());
+        for (l, p) in lines.iter().zip(pa.into_iter().chain(pb)) {
             self.push_prepared(l, Some(p), out);
         }
     }
