@@ -780,6 +780,11 @@ fn read_file(
         // lines do not depend on how its input is cut.)
         let mut used = start;
         let (labels, stream, catch_up) = (&f.labels, f.seq, base < f.catch_up_end);
+        // Room for a full tick once data comes (an idle tick allocates nothing): a tick's
+        // `Line`s grown by doubling were copied about once more.
+        if out.capacity() == 0 {
+            out.reserve(TICK_LINES);
+        }
         while used < n && budget.lines > 0 {
             let end = (used + PIECE).min(n);
             let before = out.len();
