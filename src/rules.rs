@@ -827,9 +827,8 @@ impl RuleEngine {
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         for rule in &mut self.rules {
             let spec = &rule.spec;
-            if !spec.matches(ev) {
-                continue;
-            }
+            // The kind first, then `matches` (sources, patterns, label matchers): most
+            // (rule, event) pairs differ in kind.
             let (in_num, in_den) = match &spec.kind {
                 RuleKind::Count { kinds, .. } => (kinds.contains(&ev.kind), false),
                 RuleKind::Ratio { kinds, of, .. } => {
@@ -837,7 +836,7 @@ impl RuleEngine {
                     (n, n || of.contains(&ev.kind))
                 }
                 RuleKind::Any { kinds } => {
-                    if kinds.contains(&ev.kind) {
+                    if kinds.contains(&ev.kind) && spec.matches(ev) {
                         let mut labels = ev.labels.clone();
                         labels.insert(Arc::from("source"), ev.source.clone());
                         out.push(Alert {
@@ -864,7 +863,7 @@ impl RuleEngine {
                 }
                 _ => continue, // signal rules live in `self.signals`
             };
-            if !in_num && !in_den {
+            if (!in_num && !in_den) || !spec.matches(ev) {
                 continue;
             }
             let mut key = ev.labels.project(&spec.group_by);
