@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::config::{Config, SourceConfig, SourceInput};
 use crate::counters::{self, CounterInput, CountersReport, LineCount};
-use crate::event::{Event, Line, Ts};
+use crate::event::{same_str, Event, Line, Ts};
 use crate::notify::{self, NotifySetup, NotifyStats, StdoutFactory};
 use crate::ops::{self, Hub};
 use crate::records::{Classifier, ClassifyStats};
@@ -359,6 +359,9 @@ pub async fn classify_stage(
     control: ClassifyControl,
 ) -> ClassifyStats {
     let ClassifyControl { status, mut reload } = control;
+    if events_out.is_none() {
+        classifier.unprinted();
+    }
     let mut tick = tokio::time::interval(CLASSIFY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events_failed = false;
@@ -395,6 +398,9 @@ pub async fn classify_stage(
                 // Open records end with the old patterns; the counts carry on.
                 classifier.finish(&mut out);
                 next.stats = classifier.stats.clone();
+                if events_out.is_none() {
+                    next.unprinted();
+                }
                 classifier = next;
                 true
             }
@@ -432,7 +438,7 @@ fn count_lines(lines: &[Line], counts: &mut Vec<LineCount>) {
     for l in lines {
         match counts
             .iter_mut()
-            .find(|c| c.source == l.source && c.labels == l.labels)
+            .find(|c| same_str(&c.source, &l.source) && c.labels == l.labels)
         {
             Some(c) => {
                 c.n += 1;

@@ -23,7 +23,7 @@ use regex::bytes::Regex;
 
 use crate::classify::{kind_rank, FoldTarget, PatternSet, Scratch};
 use crate::config::RecordConfig;
-use crate::event::{display_text, Event, Labels, Line, Ts};
+use crate::event::{display_str, display_text, Event, Labels, Line, Ts};
 
 /// Label value that replaces new values once a label has `max_label_values` distinct ones.
 pub const OTHER_LABEL_VALUE: &str = "__other__";
@@ -162,15 +162,19 @@ struct Prepared {
     value: Option<f64>,
     /// The display text, computed for matched lines only.
     text: Option<String>,
+    /// The line is valid UTF-8 (checked once, here, for the stats and the display text).
+    utf8: bool,
 }
 
 fn prepare(patterns: &PatternSet, bytes: &[u8], scratch: &mut Scratch) -> Prepared {
+    let utf8 = std::str::from_utf8(bytes).ok();
     match patterns.classify(bytes, scratch) {
         None => Prepared {
             winner: None,
             labels: Labels::new(),
             value: None,
             text: None,
+            utf8: utf8.is_some(),
         },
         Some(i) => {
             let x = patterns.extract(i, bytes, scratch);
@@ -178,7 +182,8 @@ fn prepare(patterns: &PatternSet, bytes: &[u8], scratch: &mut Scratch) -> Prepar
                 winner: Some(i),
                 labels: x.labels,
                 value: x.value,
-                text: Some(display_text(bytes)),
+                text: Some(utf8.map_or_else(|| display_text(bytes), display_str)),
+                utf8: utf8.is_some(),
             }
         }
     }
@@ -242,6 +247,8 @@ pub struct Classifier {
     sources: HashMap<(Arc<str>, u64), SourceState, BuildHasherDefault<NameHasher>>,
     /// Sources whose lines are not joined into records (`multiline = false`).
     single_line_sources: HashSet<Arc<str>, BuildHasherDefault<NameHasher>>,
+    /// Events are printed (`--events`, `classify`), so they carry `signature` and `line`.
+    printed: bool,
     /// What was seen so far.
     pub stats: ClassifyStats,
 }
@@ -264,8 +271,17 @@ impl Classifier {
             label_values: HashMap::new(),
             sources: HashMap::default(),
             single_line_sources: HashSet::default(),
+            printed: true,
             stats: ClassifyStats::default(),
         }
+    }
+
+    /// Leaves [`Event::signature`] and [`Event::line`] out: nothing reads them but the
+    /// printed events, and a daemon without `--events` prints none. The signature's regex
+    /// capture and masking cost ~8,000 instructions per error event, ~6% of the daemon's
+    /// instructions on the bench corpus (callgrind); the line is a second copy of the message.
+    pub fn unprinted(&mut self) {
+        self.printed = false;
     }
 
     /// Turns record joining off for `source`.
@@ -294,21 +310,27 @@ impl Classifier {
         let patterns = &*self.patterns;
         let (s1, s2) = (&mut self.scratch, &mut self.scratch2);
         let s2 = s2.get_or_insert_with(|| patterns.scratch());
-        let prepared: Vec<Prepared> = std::thread::scope(|sc| {
+        // The halves stay two vectors, chained below: joining them copied every result.
+        let (pa, pb): (Vec<Prepared>, Vec<Prepared>) = std::thread::scope(|sc| {
             let hb = sc.spawn(|| {
                 b.iter()
                     .map(|l| prepare(patterns, &l.bytes, s2))
                     .collect::<Vec<_>>()
             });
-            let mut pa: Vec<Prepared> = a.iter().map(|l| prepare(patterns, &l.bytes, s1)).collect();
+            let pa = a.iter().map(|l| prepare(patterns, &l.bytes, s1)).collect();
             match hb.join() {
-                Ok(pb) => pa.extend(pb),
+                Ok(pb) => (pa, pb),
                 // Cannot happen (prepare does not panic on input); stay correct anyway.
-                Err(_) => pa.extend(b.iter().map(|l| prepare(patterns, &l.bytes, s1))),
+                Err(_) => (
+                    pa,
+                    b.iter().map(|l| prepare(patterns, &l.bytes, s1)).collect(),
+                ),
             }
-            pa
         });
-        for (l, p) in lines.iter().zip(prepared) {
+        // Nearly every event of a batch is one of its matched lines: size `out` once (a
+        // vector of ~200-byte events grown by doubling was copied about twice over).
+        out.reserve(pa.iter().chain(&pb).filter(|p| p.winner.is_some()).count());
+        for (l, p) in lines.iter().zip(pa.into_iter().chain(pb)) {
             self.push_prepared(l, Some(p), out);
         }
     }
@@ -316,32 +338,52 @@ impl Classifier {
     fn push_prepared(&mut self, line: &Line, pre: Option<Prepared>, out: &mut Vec<Event>) {
         self.stats.lines += 1;
         self.stats.truncated += u64::from(line.truncated);
-        if std::str::from_utf8(&line.bytes).is_err() {
-            self.stats.invalid_utf8 += 1;
+        let utf8 = match &pre {
+            Some(p) => p.utf8,
+            None => std::str::from_utf8(&line.bytes).is_ok(),
+        };
+        self.stats.invalid_utf8 += u64::from(!utf8);
+        // Only streams with an open record or held events are in `sources`: most lines find
+        // the map empty and cost no hashing (a remove and an insert per line were ~6% of the
+        // daemon's instructions on the bench corpus, callgrind).
+        let key = || (line.source.clone(), line.stream);
+        let mut state = if self.sources.is_empty() {
+            SourceState::default()
+        } else {
+            self.sources.remove(&key()).unwrap_or_default()
+        };
+        self.push_line(&mut state, line, pre, out);
+        if state.open.is_some() || !state.held.is_empty() {
+            self.sources.insert(key(), state);
         }
-        let key = (line.source.clone(), line.stream);
-        let mut state = self.sources.remove(&key).unwrap_or_default();
-        self.release_held(&mut state, line.at, out);
-        let multiline = !self.single_line_sources.contains(&line.source);
+    }
 
+    fn push_line(
+        &mut self,
+        state: &mut SourceState,
+        line: &Line,
+        pre: Option<Prepared>,
+        out: &mut Vec<Event>,
+    ) {
+        self.release_held(state, line.at, out);
         if let Some(mut rec) = state.open.take() {
             match self.continue_record(&mut rec, line) {
                 Continue::Taken => {
                     rec.last_at = line.at;
                     if rec.lines.len() >= self.records.max_lines {
-                        self.close_record(&mut state, rec, &line.source, out);
+                        self.close_record(state, rec, &line.source, out);
                     } else {
                         state.open = Some(rec);
                     }
-                    self.sources.insert(key.clone(), state);
                     return;
                 }
                 Continue::Ended => {
-                    self.close_record(&mut state, rec, &line.source, out);
+                    self.close_record(state, rec, &line.source, out);
                 }
             }
         }
 
+        let multiline = !self.single_line_sources.contains(&line.source);
         if multiline {
             if let Some((mode, prefix_len)) = self.grammar.start(&line.bytes) {
                 let first = match pre {
@@ -363,7 +405,6 @@ impl Classifier {
                     lines: vec![first],
                     message: 0,
                 });
-                self.sources.insert(key.clone(), state);
                 return;
             }
         }
@@ -388,10 +429,9 @@ impl Classifier {
                     1,
                 );
                 ev.backfill = line.backfill;
-                self.emit_or_hold(&mut state, ev, i, out);
+                self.emit_or_hold(state, ev, i, out);
             }
         }
-        self.sources.insert(key.clone(), state);
     }
 
     /// Closes records idle for `timeout` and fold windows that have passed, as of `now`.
@@ -565,7 +605,9 @@ impl Classifier {
             n as u32,
         );
         if single {
-            ev.line = Some(rec.lines[0].text.clone());
+            if self.printed {
+                ev.line = Some(rec.lines[0].text.clone());
+            }
         } else {
             ev.record = Some(rec.mode.name());
         }
@@ -592,7 +634,7 @@ impl Classifier {
             labels.insert(Arc::from(k), v);
         }
         let p = &self.patterns.patterns()[winner];
-        let signature = (kind_rank(&p.kind) >= 3).then(|| signature(&message));
+        let signature = (self.printed && kind_rank(&p.kind) >= 3).then(|| signature(&message));
         Event {
             ts: at,
             source: source.clone(),
@@ -600,7 +642,7 @@ impl Classifier {
             pattern: p.name.clone(),
             labels,
             value,
-            line: single.then(|| message.clone()),
+            line: (self.printed && single).then(|| message.clone()),
             message,
             signature,
             lines,
@@ -829,7 +871,7 @@ mod tests {
                 source: Arc::from("s"),
                 stream: 0,
                 labels: Labels::from_pairs([("worker", "w1")]),
-                bytes: l.as_bytes().to_vec(),
+                bytes: l.as_bytes().into(),
                 truncated: false,
                 catch_up: false,
                 backfill: false,
@@ -965,7 +1007,7 @@ mod tests {
                 source: Arc::from("s"),
                 stream: 0,
                 labels: Labels::new(),
-                bytes: l.as_bytes().to_vec(),
+                bytes: l.as_bytes().into(),
                 truncated: false,
                 catch_up: false,
                 backfill: false,
@@ -1052,7 +1094,7 @@ mod tests {
                 source: Arc::from("s"),
                 stream: *stream,
                 labels: Labels::new(),
-                bytes: text.as_bytes().to_vec(),
+                bytes: text.as_bytes().into(),
                 truncated: false,
                 catch_up: false,
                 backfill: false,
@@ -1106,7 +1148,7 @@ mod tests {
                 source: Arc::from("s"),
                 stream: 0,
                 labels: Labels::new(),
-                bytes: l.as_bytes().to_vec(),
+                bytes: l.as_bytes().into(),
                 truncated: false,
                 catch_up: false,
                 backfill: false,

@@ -285,7 +285,7 @@ pub fn replay_with_queues(
             source: files[i].name.clone(),
             stream: i as u64,
             labels: Labels::new(),
-            bytes,
+            bytes: bytes.into(),
             truncated,
             at: now,
             catch_up: false,

@@ -605,17 +605,49 @@ struct Group {
 }
 
 impl Group {
+    fn new(labels: Labels, window: Duration, ratio: bool) -> Group {
+        Group {
+            labels,
+            num: RollingCount::new(window),
+            den: ratio.then(|| RollingCount::new(window)),
+            phase: Phase::Inactive,
+            dirty: false,
+            first: Vec::new(),
+            last: VecDeque::new(),
+            backfill: false,
+        }
+    }
+
+    /// Counts `ev` into the numerator and/or the denominator.
+    fn count(&mut self, ev: &Event, in_num: bool, in_den: bool) {
+        if in_num {
+            self.num.add(ev.ts, 1);
+            self.remember(ev);
+        }
+        if in_den {
+            if let Some(den) = &mut self.den {
+                den.add(ev.ts, 1);
+            }
+        }
+        self.dirty = true;
+    }
+
     fn remember(&mut self, ev: &Event) {
         self.backfill = ev.backfill;
-        let text = truncate_chars(&ev.message, EVIDENCE_CHARS);
         if self.first.len() < EVIDENCE_FIRST {
-            self.first.push(text);
-        } else {
-            if self.last.len() == EVIDENCE_LAST {
-                self.last.pop_front();
-            }
-            self.last.push_back(text);
+            self.first.push(truncate_chars(&ev.message, EVIDENCE_CHARS));
+            return;
         }
+        // The oldest of the last lines makes room, and its buffer takes the new text: a
+        // counted event costs a copy, not an allocation.
+        let mut text = if self.last.len() == EVIDENCE_LAST {
+            self.last.pop_front().unwrap_or_default()
+        } else {
+            String::new()
+        };
+        text.clear();
+        push_truncated(&mut text, &ev.message, EVIDENCE_CHARS);
+        self.last.push_back(text);
     }
 
     fn evidence(&self) -> Vec<String> {
@@ -625,9 +657,25 @@ impl Group {
 
 /// Cuts `s` to at most `n` characters, marking the cut with `…`.
 pub fn truncate_chars(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        None => s.to_string(),
-        Some((i, _)) => format!("{}…", &s[..i]),
+    let mut out = String::new();
+    push_truncated(&mut out, s, n);
+    out
+}
+
+/// Appends `s` cut like [`truncate_chars`] to `out`.
+fn push_truncated(out: &mut String, s: &str, n: usize) {
+    // No more bytes than `n` means no more characters: no need to count them.
+    let cut = if s.len() <= n {
+        None
+    } else {
+        s.char_indices().nth(n)
+    };
+    match cut {
+        None => out.push_str(s),
+        Some((i, _)) => {
+            out.push_str(&s[..i]);
+            out.push('…');
+        }
     }
 }
 
@@ -779,9 +827,8 @@ impl RuleEngine {
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         for rule in &mut self.rules {
             let spec = &rule.spec;
-            if !spec.matches(ev) {
-                continue;
-            }
+            // The kind first, then `matches` (sources, patterns, label matchers): most
+            // (rule, event) pairs differ in kind.
             let (in_num, in_den) = match &spec.kind {
                 RuleKind::Count { kinds, .. } => (kinds.contains(&ev.kind), false),
                 RuleKind::Ratio { kinds, of, .. } => {
@@ -789,7 +836,7 @@ impl RuleEngine {
                     (n, n || of.contains(&ev.kind))
                 }
                 RuleKind::Any { kinds } => {
-                    if kinds.contains(&ev.kind) {
+                    if kinds.contains(&ev.kind) && spec.matches(ev) {
                         let mut labels = ev.labels.clone();
                         labels.insert(Arc::from("source"), ev.source.clone());
                         out.push(Alert {
@@ -816,11 +863,26 @@ impl RuleEngine {
                 }
                 _ => continue, // signal rules live in `self.signals`
             };
-            if !in_num && !in_den {
+            if (!in_num && !in_den) || !spec.matches(ev) {
                 continue;
             }
             let mut key = ev.labels.project(&spec.group_by);
-            if !rule.groups.contains_key(&key) && self.series >= self.max_series {
+            // One hash of the label set for an existing group (nearly every event); none for
+            // a rule without `group_by`, whose one group is the empty label set (when that
+            // group is not there, neither is `key`).
+            let group = if spec.group_by.is_empty() && rule.groups.len() == 1 {
+                rule.groups
+                    .values_mut()
+                    .next()
+                    .filter(|g| g.labels.is_empty())
+            } else {
+                rule.groups.get_mut(&key)
+            };
+            if let Some(group) = group {
+                group.count(ev, in_num, in_den);
+                continue;
+            }
+            if self.series >= self.max_series {
                 self.overflowed += 1;
                 key = overflow_labels();
             }
@@ -828,27 +890,9 @@ impl RuleEngine {
             let is_ratio = matches!(spec.kind, RuleKind::Ratio { .. });
             let group = rule.groups.entry(key.clone()).or_insert_with(|| {
                 self.series += 1;
-                Group {
-                    labels: key,
-                    num: RollingCount::new(window),
-                    den: is_ratio.then(|| RollingCount::new(window)),
-                    phase: Phase::Inactive,
-                    dirty: false,
-                    first: Vec::new(),
-                    last: VecDeque::new(),
-                    backfill: false,
-                }
+                Group::new(key, window, is_ratio)
             });
-            if in_num {
-                group.num.add(ev.ts, 1);
-                group.remember(ev);
-            }
-            if in_den {
-                if let Some(den) = &mut group.den {
-                    den.add(ev.ts, 1);
-                }
-            }
-            group.dirty = true;
+            group.count(ev, in_num, in_den);
         }
         self.signals.observe_event(ev);
         self.drop_silent(out);

@@ -272,7 +272,7 @@ fn events(text: &str, step_ms: u64) -> Vec<Event> {
             source: Arc::from("worker"),
             stream: 0,
             labels: Labels::new(),
-            bytes: l.as_bytes().to_vec(),
+            bytes: l.as_bytes().into(),
             truncated: false,
             catch_up: false,
             backfill: false,

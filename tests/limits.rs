@@ -22,7 +22,7 @@ fn line(i: u64, text: String) -> Line {
         source: Arc::from("s"),
         stream: 0,
         labels: Labels::new(),
-        bytes: text.into_bytes(),
+        bytes: text.into_bytes().into(),
         truncated: false,
         at: Ts(1_000_000 + i),
         catch_up: false,

@@ -68,7 +68,7 @@ impl Core {
             for l in out {
                 assert_eq!(l.at, self.now);
                 self.truncated += usize::from(l.truncated);
-                self.got.push(l.bytes);
+                self.got.push(l.bytes.to_vec());
             }
             if !more {
                 break;

@@ -283,7 +283,7 @@ fn line_at(source: &str, stream: u64, bytes: &[u8], at: Ts) -> Line {
         source: Arc::from(source),
         stream,
         labels: Labels::new(),
-        bytes: bytes.to_vec(),
+        bytes: bytes.into(),
         truncated: false,
         at,
         catch_up: false,

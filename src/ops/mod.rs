@@ -322,11 +322,19 @@ impl Activity {
 
     /// Counts an event.
     pub fn event(&mut self, ev: &Event) {
+        self.events(ev, 1);
+    }
+
+    /// Counts `n` events like `ev` (same kind, source, label set and minute): the counters
+    /// stage tallies a batch first and calls this once per distinct event, in the order of
+    /// their first occurrence, so a label set is admitted under the cap exactly as if each
+    /// event came one by one.
+    pub fn events(&mut self, ev: &Event, n: u64) {
         let kind: &str = &ev.kind;
         match self.per_kind.get_mut(kind) {
-            Some(n) => *n += 1,
+            Some(c) => *c += n,
             None => {
-                self.per_kind.insert(kind.to_string(), 1);
+                self.per_kind.insert(kind.to_string(), n);
             }
         }
         let src = match self.per_source.get_mut(&*ev.source) {
@@ -334,9 +342,9 @@ impl Activity {
             None => self.per_source.entry(ev.source.to_string()).or_default(),
         };
         match src.kinds.get_mut(kind) {
-            Some(n) => *n += 1,
+            Some(c) => *c += n,
             None => {
-                src.kinds.insert(kind.to_string(), 1);
+                src.kinds.insert(kind.to_string(), n);
             }
         }
         let by_labels = self
@@ -344,31 +352,31 @@ impl Activity {
             .entry((ev.kind.clone(), ev.source.clone()))
             .or_default();
         match by_labels.get_mut(&ev.labels) {
-            Some(n) => *n += 1,
+            Some(c) => *c += n,
             None if self.event_series < self.max_series => {
-                by_labels.insert(ev.labels.clone(), 1);
+                by_labels.insert(ev.labels.clone(), n);
                 self.event_series += 1;
             }
             None => {
-                self.event_overflow += 1;
+                self.event_overflow += n;
                 *by_labels
                     .entry(crate::rules::overflow_labels())
                     .or_insert_with(|| {
                         // One overflow series per (kind, source): bounded by the config.
                         self.event_series += 1;
                         0
-                    }) += 1;
+                    }) += n;
             }
         }
         let error = ERROR_KINDS.contains(&kind);
         let m = self.minute(ev.ts);
-        m.events += 1;
+        m.events += n;
         if error {
-            m.errors += 1;
+            m.errors += n;
         }
         *m.per_source_kind
             .entry((ev.source.clone(), ev.kind.clone()))
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     /// Remembers a poll's total depth.

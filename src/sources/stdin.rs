@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{send_batches, LineSplitter, BATCH_LINES};
 use crate::clock::Clock;
 use crate::config::SourceConfig;
-use crate::event::{Labels, Line};
+use crate::event::{Labels, Line, LineBytes};
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 256 * 1024;
@@ -40,24 +40,34 @@ pub async fn run<R: AsyncRead + Unpin>(
             n = input.read(&mut buf) => n?,
         };
         let at = clock.now();
-        let mut batch = Vec::new();
-        let line = |l: super::SplitLine<'_>| Line {
+        // Sized for the read's lines (a batch of `Line`s grown by doubling was copied about
+        // twice over).
+        let mut left = memchr::memchr_iter(b'\n', &buf[..n]).count() + 1;
+        let mut batch = Vec::with_capacity(left.min(BATCH_LINES));
+        let line = |chunk: &Arc<[u8]>, l: super::SplitLine<'_>| Line {
             source: name.clone(),
             stream: 0,
             labels: labels.clone(),
-            bytes: l.bytes.to_vec(),
+            bytes: LineBytes::within(chunk, l.bytes),
             truncated: l.truncated,
             catch_up: false,
             backfill: false,
             at,
         };
         if n == 0 {
-            splitter.finish(|l| batch.push(line(l)));
+            let none: Arc<[u8]> = Arc::from(&[][..]);
+            splitter.finish(|l| batch.push(line(&none, l)));
         }
         for piece in buf[..n].chunks(PIECE) {
-            splitter.push(piece, |l| batch.push(line(l)));
-            if batch.len() >= BATCH_LINES && !send_batches(&tx, std::mem::take(&mut batch)).await {
-                return Ok(()); // downstream gone: shutting down
+            // The piece's lines share one copy of it.
+            let chunk: Arc<[u8]> = Arc::from(piece);
+            splitter.push(&chunk, |l| batch.push(line(&chunk, l)));
+            if batch.len() >= BATCH_LINES {
+                left = left.saturating_sub(batch.len());
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(left.min(BATCH_LINES)));
+                if !send_batches(&tx, full).await {
+                    return Ok(()); // downstream gone: shutting down
+                }
             }
         }
         if !send_batches(&tx, batch).await {

@@ -14,7 +14,7 @@ use memchr::{memchr, memrchr};
 
 use super::checkpoint::{read_full_at, Checkpoint, Fingerprint, FP_BYTES};
 use crate::config::{SourceConfig, SourceInput, StartAt, TailerConfig};
-use crate::event::{Labels, Line, Ts};
+use crate::event::{Labels, Line, LineBytes, Ts};
 use crate::sources::{LineSplitter, SplitLine};
 
 /// A file's identity while it is open: `(dev, inode)`. Holding the fd open keeps the inode
@@ -29,7 +29,7 @@ pub const FILE_BUDGET: usize = 256 << 10;
 pub const TICK_BUDGET: usize = 1 << 20;
 /// Most lines produced in one tick over all files. With short lines the byte budget alone
 /// would allow ~1M lines (~90 MB of `Line`s) per tick; a line costs ~90 bytes besides its
-/// text. Checked after each [`PIECE`] of a read, so a tick ends at most one piece past it.
+/// text (which it shares with the other lines of its 16 KiB piece). Checked after each [`PIECE`] of a read, so a tick ends at most one piece past it.
 pub const TICK_LINES: usize = 2 * crate::sources::BATCH_LINES;
 /// A read is handed to the splitter in pieces of this size, so the line budget can stop a
 /// tick inside a read (the rest of the read is read again on the next tick).
@@ -683,7 +683,7 @@ impl Source {
                 let at = now;
                 let (name, labels, stream) = (&self.name, &f.labels, f.seq);
                 f.splitter
-                    .finish(|l| emit(out, st, l, name, stream, labels, at, false));
+                    .finish(|l| emit(out, st, l, None, name, stream, labels, at, false));
                 st.open = false;
                 tracing::debug!(source = %self.name, path = %f.path.display(), "closed drained file");
                 self.files.remove(&id);
@@ -780,11 +780,28 @@ fn read_file(
         // lines do not depend on how its input is cut.)
         let mut used = start;
         let (labels, stream, catch_up) = (&f.labels, f.seq, base < f.catch_up_end);
+        // Room for a full tick once data comes (an idle tick allocates nothing): a tick's
+        // `Line`s grown by doubling were copied about once more.
+        if out.capacity() == 0 {
+            out.reserve(TICK_LINES);
+        }
         while used < n && budget.lines > 0 {
             let end = (used + PIECE).min(n);
             let before = out.len();
-            f.splitter.push(&buf[used..end], |l| {
-                emit(out, st, l, name, stream, labels, now, catch_up)
+            // The piece's lines share one copy of it.
+            let chunk: Arc<[u8]> = Arc::from(&buf[used..end]);
+            f.splitter.push(&chunk, |l| {
+                emit(
+                    out,
+                    st,
+                    l,
+                    Some(&chunk),
+                    name,
+                    stream,
+                    labels,
+                    now,
+                    catch_up,
+                )
             });
             budget.lines = budget.lines.saturating_sub(out.len() - before);
             used = end;
@@ -812,12 +829,13 @@ fn read_file(
     Ok(hit)
 }
 
-/// Counts one split line and appends it to `out`.
+/// Counts one split line and appends it to `out`, as a range of `chunk` when it lies there.
 #[allow(clippy::too_many_arguments)]
 fn emit(
     out: &mut Vec<Line>,
     st: &mut FileStats,
     l: SplitLine<'_>,
+    chunk: Option<&Arc<[u8]>>,
     name: &Arc<str>,
     stream: u64,
     labels: &Labels,
@@ -830,7 +848,10 @@ fn emit(
         source: name.clone(),
         stream,
         labels: labels.clone(),
-        bytes: l.bytes.to_vec(),
+        bytes: match chunk {
+            Some(c) => LineBytes::within(c, l.bytes),
+            None => LineBytes::from(l.bytes),
+        },
         truncated: l.truncated,
         at,
         catch_up,
@@ -885,7 +906,7 @@ fn finish_from_copy(
         pos += n as u64;
         st.bytes += n as u64;
         f.splitter.push(&buf[..n], |l| {
-            emit(out, st, l, name, stream, labels, now, false)
+            emit(out, st, l, None, name, stream, labels, now, false)
         });
     }
     Some(path)
@@ -1132,7 +1153,7 @@ mod tests {
         let mut out = Vec::new();
         t.poll(Ts(1), false, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].bytes, b"partial line");
+        assert_eq!(&out[0].bytes[..], b"partial line");
     }
 
     #[test]
