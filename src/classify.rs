@@ -256,35 +256,22 @@ pub struct PatternSet {
 /// Required literals of many patterns in one automaton.
 #[derive(Debug)]
 struct Literals {
-    /// Leftmost-first, non-overlapping, SIMD-accelerated (Teddy) for small sets.
+    /// Leftmost-first over the literals sorted bytewise: of the literals that start at one
+    /// position it reports the shortest, since a prefix sorts first.
     ac: AhoCorasick,
-    /// Every occurrence, overlapping: for lines where a hit's closure would be too wide.
-    all: AhoCorasick,
     /// Literal id → the patterns that own it: `owners[own[id]..own[id + 1]]`.
     own: Vec<u32>,
     owners: Vec<u32>,
-    /// Literal id → its owners and the owners of every literal that could start inside it
-    /// (`closure[near[id]..near[id + 1]]`), or `u32::MAX` at `near[id]` when that set is too
-    /// wide to be worth trying (then the line is searched for overlapping hits instead).
-    near: Vec<u32>,
-    closure: Vec<u32>,
+    /// Literal id → the longer literals it is a prefix of: `longer[ext[id]..ext[id + 1]]`.
+    ext: Vec<u32>,
+    longer: Vec<u32>,
+    /// Literal id → its bytes: `bytes[at[id]..at[id + 1]]`.
+    at: Vec<u32>,
+    bytes: Vec<u8>,
 }
 
-/// Most patterns a literal's closure may add to its own before the exact overlapping search
-/// is cheaper than trying them (the default pack's short literals, `ERR`, ` failed`, would
-/// otherwise pull in dozens of patterns per line).
-const MAX_CLOSURE_EXTRA: usize = 2;
-
 impl Literals {
-    /// Builds the automata; `per_pattern[i]` is pattern `i`'s literal set (or `None`).
-    ///
-    /// A non-overlapping search reports some occurrences and skips those overlapping a
-    /// reported one. Every skipped occurrence starts inside a reported match, so each
-    /// literal's closure also lists the patterns of every literal that *could* start inside
-    /// it (a suffix of it is a prefix of the other, or the other sits within it). When every
-    /// hit on a line has a narrow closure, their union is a superset of the patterns whose
-    /// literals occur, which is all the verification needs; otherwise an overlapping search
-    /// of the line gives the exact set.
+    /// Builds the automaton; `per_pattern[i]` is pattern `i`'s literal set (or `None`).
     fn build(per_pattern: &[Option<Vec<Vec<u8>>>]) -> Result<Option<Literals>, String> {
         let mut by_literal: std::collections::BTreeMap<&[u8], Vec<u32>> = Default::default();
         for (i, set) in per_pattern.iter().enumerate() {
@@ -296,84 +283,70 @@ impl Literals {
             return Ok(None);
         }
         let lits: Vec<&[u8]> = by_literal.keys().copied().collect();
-        let mine: Vec<&Vec<u32>> = by_literal.values().collect();
         let (mut own, mut owners) = (vec![0u32], Vec::new());
-        let (mut near, mut closure) = (Vec::new(), Vec::new());
-        for (id, a) in lits.iter().enumerate() {
-            owners.extend(mine[id]);
+        let (mut ext, mut longer) = (vec![0u32], Vec::new());
+        let (mut at, mut bytes) = (vec![0u32], Vec::new());
+        for (id, (lit, mine)) in by_literal.iter().enumerate() {
+            owners.extend(mine);
             own.push(owners.len() as u32);
-            let mut pats: Vec<u32> = mine[id].clone();
-            for k in 0..a.len() {
-                let suffix = &a[k..];
-                // Literals that are prefixes of the suffix (they end inside `a`) …
-                for j in 1..=suffix.len() {
-                    if let Ok(b) = lits.binary_search(&&suffix[..j]) {
-                        pats.extend(mine[b]);
-                    }
-                }
-                // … and literals that begin with the whole suffix (they run past `a`).
-                let lo = lits.partition_point(|x| *x <= suffix);
-                for (b, lit) in lits.iter().enumerate().skip(lo) {
-                    if !lit.starts_with(suffix) {
-                        break;
-                    }
-                    pats.extend(mine[b]);
-                }
-            }
-            pats.sort_unstable();
-            pats.dedup();
-            near.push(closure.len() as u32);
-            if pats.len() > mine[id].len() + MAX_CLOSURE_EXTRA {
-                closure.push(u32::MAX);
-            } else {
-                closure.extend(pats);
-            }
+            // The literals that extend this one follow it in bytewise order.
+            let n = lits[id + 1..]
+                .iter()
+                .take_while(|l| l.starts_with(lit))
+                .count();
+            longer.extend((id + 1..id + 1 + n).map(|b| b as u32));
+            ext.push(longer.len() as u32);
+            bytes.extend_from_slice(lit);
+            at.push(bytes.len() as u32);
         }
-        near.push(closure.len() as u32);
-        let build = |kind| {
-            AhoCorasick::builder()
-                .match_kind(kind)
-                .build(&lits)
-                .map_err(|e| e.to_string())
-        };
+        let ac = AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(&lits)
+            .map_err(|e| e.to_string())?;
         Ok(Some(Literals {
-            ac: build(aho_corasick::MatchKind::LeftmostFirst)?,
-            all: build(aho_corasick::MatchKind::Standard)?,
+            ac,
             own,
             owners,
-            near,
-            closure,
+            ext,
+            longer,
+            at,
+            bytes,
         }))
     }
 
-    /// Marks in `bits` every pattern whose literals may occur in `line`; whether any did.
-    fn candidates(&self, line: &[u8], bits: &mut [u64]) -> bool {
-        let mark = |bits: &mut [u64], set: &[u32]| {
-            for &p in set {
+    /// Marks in `bits` exactly the patterns whose literals occur in `line` at or after
+    /// `from` (nothing starts before it); whether any did.
+    ///
+    /// A leftmost search reports the first position where a literal starts; searching again
+    /// from the next byte reports the next such position, so every start is seen, even one
+    /// inside an earlier literal. The literals that start where the reported (shortest) one
+    /// does are the longer ones it is a prefix of, checked in place. This replaced a
+    /// non-overlapping search whose skipped occurrences needed a load-time closure and, for
+    /// the default pack's short literals (`] `), an overlapping search of most lines:
+    /// 11,422 → 10,656 instructions per line of the default pack's counting (bench pack
+    /// 2,137 → 1,987).
+    fn candidates(&self, line: &[u8], from: usize, bits: &mut [u64]) -> bool {
+        let mut mark = |id: usize| {
+            for &p in &self.owners[self.own[id] as usize..self.own[id + 1] as usize] {
                 bits[p as usize / 64] |= 1 << (p % 64);
             }
         };
-        let mut first = None;
-        for m in self.ac.find_iter(line) {
-            first.get_or_insert(m.start());
+        let mut input = aho_corasick::Input::new(line).range(from.min(line.len())..);
+        let mut any = false;
+        while let Some(m) = self.ac.find(input.clone()) {
+            any = true;
             let id = m.pattern().as_usize();
-            let near = &self.closure[self.near[id] as usize..self.near[id + 1] as usize];
-            if near.first() == Some(&u32::MAX) {
-                // Too wide: find every occurrence from the first hit (leftmost, so nothing
-                // starts before it).
-                let from = first.unwrap_or(0);
-                for m in self.all.find_overlapping_iter(&line[from..]) {
-                    let id = m.pattern().as_usize();
-                    mark(
-                        bits,
-                        &self.owners[self.own[id] as usize..self.own[id + 1] as usize],
-                    );
+            mark(id);
+            let rest = &line[m.start()..];
+            for &b in &self.longer[self.ext[id] as usize..self.ext[id + 1] as usize] {
+                let b = b as usize;
+                if rest.starts_with(&self.bytes[self.at[b] as usize..self.at[b + 1] as usize]) {
+                    mark(b);
                 }
-                return true;
             }
-            mark(bits, near);
+            input.set_start(m.start() + 1);
         }
-        first.is_some()
+        any
     }
 }
 
@@ -522,6 +495,12 @@ impl PatternSet {
 
     /// The index of the pattern that wins `line`, or `None` (the line is `other`).
     pub fn classify(&self, line: &[u8], scratch: &mut Scratch) -> Option<usize> {
+        self.classify_from(line, 0, scratch)
+    }
+
+    /// [`classify`](Self::classify) when no literal starts before `from`: a buffer scan
+    /// has already searched the line's head.
+    fn classify_from(&self, line: &[u8], from: usize, scratch: &mut Scratch) -> Option<usize> {
         let Scratch {
             matched,
             candidates,
@@ -531,7 +510,7 @@ impl PatternSet {
         let mut any = self
             .literals
             .as_ref()
-            .is_some_and(|l| l.candidates(line, candidates));
+            .is_some_and(|l| l.candidates(line, from, candidates));
         if let Some(set) = &self.set {
             matched.clear();
             set.which_overlapping_matches(&Input::new(line), matched);
@@ -620,14 +599,16 @@ impl PatternSet {
     ) -> u64 {
         let lines = memchr::memchr_iter(b'\n', buf).count() as u64
             + u64::from(!buf.is_empty() && buf.last() != Some(&b'\n'));
-        let mut classify_line = |start: usize, hits: &mut [u64]| -> usize {
+        // `first_lit`: where the first literal at or after `start` begins (the buffer scan
+        // found it), so the line's own literal search starts there.
+        let mut classify_line = |start: usize, first_lit: usize, hits: &mut [u64]| -> usize {
             let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
             let mut line = &buf[start..end];
             line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.len() > max_line {
                 line = &line[..max_line];
             }
-            let won = self.classify(line, scratch);
+            let won = self.classify_from(line, first_lit.saturating_sub(start), scratch);
             if let Some(i) = won {
                 hits[i] += 1;
             }
@@ -638,7 +619,7 @@ impl PatternSet {
             // A residual pattern with `\A`/`\z`: every line is a candidate.
             let mut at = 0;
             while at < buf.len() {
-                at = classify_line(at, hits);
+                at = classify_line(at, at, hits);
             }
             return lines;
         }
@@ -667,7 +648,7 @@ impl PatternSet {
                 break;
             }
             let start = memchr::memrchr(b'\n', &buf[..hit]).map_or(0, |i| i + 1);
-            at = classify_line(start.max(at), hits);
+            at = classify_line(start.max(at), lit, hits);
         }
         lines
     }
