@@ -36,6 +36,18 @@ pub fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     let mut set: Vec<Vec<u8>> = set.into_iter().filter(|s| !s.contains(&b'\n')).collect();
     set.sort();
     set.dedup();
+    // A string holding another one of the set adds nothing: wherever it occurs, so does the
+    // other (`Killed by OOM killer` and `Killed by OOM`). Fewer, shorter strings make a
+    // smaller automaton.
+    let redundant: Vec<bool> = set
+        .iter()
+        .map(|s| {
+            set.iter()
+                .any(|t| t.len() < s.len() && memchr::memmem::find(s, t).is_some())
+        })
+        .collect();
+    let mut keep = redundant.iter().map(|r| !r);
+    set.retain(|_| keep.next().unwrap_or(true));
     Some(set)
 }
 
