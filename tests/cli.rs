@@ -432,10 +432,10 @@ fn classify_counts_an_over_long_line_once_by_its_head() {
     );
 }
 
-/// Counting a file on several threads reads it in 4 MiB pieces, each owning the lines that
-/// start in it. Lines end exactly at, start exactly at, and run across piece boundaries
-/// (one over-long line covers a whole piece); the counts must equal those of reading the
-/// same bytes in order from stdin, and of the line-by-line output.
+/// Counting on several threads cuts the input into 4 MiB chunks of whole lines. Lines end
+/// exactly at, start exactly at, and run across 4 MiB boundaries (one over-long line covers
+/// a whole chunk); the counts of the file on 2 and 3 threads must equal those of the same
+/// bytes on stdin with one thread, and the line-by-line output.
 #[test]
 fn classify_counts_of_file_pieces_cut_no_line() {
     const PIECE: usize = 4 << 20;
