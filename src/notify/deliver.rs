@@ -100,13 +100,18 @@ impl Gate {
         self.held += 1;
         self.since.get_or_insert(now);
         for line in m.describe() {
-            if self.lines.len() < DIGEST_LINES {
-                self.lines.push(line);
-            } else {
-                self.more += 1;
-            }
+            self.list(line);
         }
         None
+    }
+
+    /// Lists `line` in the digest, or counts it past `DIGEST_LINES`.
+    fn list(&mut self, line: String) {
+        if self.lines.len() < DIGEST_LINES {
+            self.lines.push(line);
+        } else {
+            self.more += 1;
+        }
     }
 
     /// The digest, once `digest_wait` has passed since the first held message and the limit
@@ -157,11 +162,7 @@ impl Gate {
         self.held += h.held;
         self.since = Some(self.since.map_or(h.since, |s| s.min(h.since)));
         for line in h.lines {
-            if self.lines.len() < DIGEST_LINES {
-                self.lines.push(line);
-            } else {
-                self.more += 1;
-            }
+            self.list(line);
         }
         self.more += h.more;
     }
@@ -431,16 +432,6 @@ impl Outbox {
         st.keep = keep;
         drop(st);
         self.wake.notify_one();
-    }
-
-    /// Puts a message the worker took back at the head of the queue (its journal record is
-    /// untouched: still queued).
-    fn unpop(&self, id: String, m: Message) {
-        self.queue
-            .lock()
-            .expect("outbox lock")
-            .queue
-            .push_front((id, m));
     }
 
     fn keeps(&self) -> bool {
@@ -786,9 +777,8 @@ impl Worker {
         let mut was_down = false;
         while let Some((id, m)) = self.outbox.pop().await {
             let Some((outcome, attempts, error)) = self.deliver(&id, &m, &render).await else {
-                // Shutting down with the receiver down: this message and those behind it
-                // stay in the journal for the next start.
-                self.outbox.unpop(id, m);
+                // Shutting down with the receiver down: no `done` record, so this message
+                // and those behind it stay queued in the journal for the next start.
                 return;
             };
             // The journal first: it decides what a restart sends again.
