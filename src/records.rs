@@ -23,7 +23,7 @@ use regex::bytes::Regex;
 
 use crate::classify::{kind_rank, FoldTarget, PatternSet, Scratch};
 use crate::config::RecordConfig;
-use crate::event::{display_str, display_text, Event, Labels, Line, Ts};
+use crate::event::{display_text, is_utf8, Event, Labels, Line, Message, Ts};
 
 /// Label value that replaces new values once a label has `max_label_values` distinct ones.
 pub const OTHER_LABEL_VALUE: &str = "__other__";
@@ -153,28 +153,25 @@ fn strip_prefix_shape<'a>(line: &'a [u8], prefix: &[u8]) -> &'a [u8] {
     }
 }
 
-/// A line's pattern work (winner, captures, message text), done before the sequential
-/// record logic, so a batch can do it on several threads.
+/// A line's pattern work (winner, captures), done before the sequential record logic, so a
+/// batch can do it on several threads.
 #[derive(Debug)]
 struct Prepared {
     winner: Option<usize>,
     labels: Labels,
     value: Option<f64>,
-    /// The display text, computed for matched lines only.
-    text: Option<String>,
-    /// The line is valid UTF-8 (checked once, here, for the stats and the display text).
+    /// The line is valid UTF-8 (for the stats).
     utf8: bool,
 }
 
 fn prepare(patterns: &PatternSet, bytes: &[u8], scratch: &mut Scratch) -> Prepared {
-    let utf8 = std::str::from_utf8(bytes).ok();
+    let utf8 = is_utf8(bytes);
     match patterns.classify(bytes, scratch) {
         None => Prepared {
             winner: None,
             labels: Labels::new(),
             value: None,
-            text: None,
-            utf8: utf8.is_some(),
+            utf8,
         },
         Some(i) => {
             let x = patterns.extract(i, bytes, scratch);
@@ -182,8 +179,7 @@ fn prepare(patterns: &PatternSet, bytes: &[u8], scratch: &mut Scratch) -> Prepar
                 winner: Some(i),
                 labels: x.labels,
                 value: x.value,
-                text: Some(utf8.map_or_else(|| display_text(bytes), display_str)),
-                utf8: utf8.is_some(),
+                utf8,
             }
         }
     }
@@ -340,7 +336,7 @@ impl Classifier {
         self.stats.truncated += u64::from(line.truncated);
         let utf8 = match &pre {
             Some(p) => p.utf8,
-            None => std::str::from_utf8(&line.bytes).is_ok(),
+            None => is_utf8(&line.bytes),
         };
         self.stats.invalid_utf8 += u64::from(!utf8);
         // Only streams with an open record or held events are in `sources`: most lines find
@@ -388,7 +384,7 @@ impl Classifier {
             if let Some((mode, prefix_len)) = self.grammar.start(&line.bytes) {
                 let first = match pre {
                     Some(p) => RecLine {
-                        text: p.text.unwrap_or_else(|| display_text(&line.bytes)),
+                        text: display_text(&line.bytes),
                         winner: p.winner,
                         extracted_labels: p.labels,
                         value: p.value,
@@ -416,7 +412,7 @@ impl Classifier {
         match p.winner {
             None => self.stats.unmatched += 1,
             Some(i) => {
-                let message = p.text.unwrap_or_else(|| display_text(&line.bytes));
+                let message = Message::Line(line.bytes.clone());
                 let mut ev = self.event(
                     i,
                     line.at,
@@ -591,7 +587,7 @@ impl Classifier {
         let l = &rec.lines[best_line];
         let (labels, value) = (l.extracted_labels.clone(), l.value);
         // Continuation lines are stored without the record's prefix already.
-        let message = rec.lines[msg_idx].text.clone();
+        let message = Message::Text(rec.lines[msg_idx].text.clone());
         let single = n == 1;
         let mut ev = self.event(
             winner,
@@ -624,7 +620,7 @@ impl Classifier {
         source_labels: &Labels,
         captured: Labels,
         value: Option<f64>,
-        message: String,
+        message: Message,
         single: bool,
         lines: u32,
     ) -> Event {
@@ -634,7 +630,8 @@ impl Classifier {
             labels.insert(Arc::from(k), v);
         }
         let p = &self.patterns.patterns()[winner];
-        let signature = (self.printed && kind_rank(&p.kind) >= 3).then(|| signature(&message));
+        let signature =
+            (self.printed && kind_rank(&p.kind) >= 3).then(|| signature(&message.text()));
         Event {
             ts: at,
             source: source.clone(),
@@ -642,7 +639,7 @@ impl Classifier {
             pattern: p.name.clone(),
             labels,
             value,
-            line: (self.printed && single).then(|| message.clone()),
+            line: (self.printed && single).then(|| message.text().into_owned()),
             message,
             signature,
             lines,
@@ -885,7 +882,7 @@ mod tests {
 
     fn kinds(evs: &[Event]) -> Vec<(String, String)> {
         evs.iter()
-            .map(|e| (e.kind.to_string(), e.message.clone()))
+            .map(|e| (e.kind.to_string(), e.message.to_string()))
             .collect()
     }
 
@@ -987,7 +984,7 @@ mod tests {
         assert_eq!(evs.len(), 1, "{:?}", kinds(&evs));
         assert_eq!(&*evs[0].kind, "crash");
         assert_eq!(evs[0].folded, 2);
-        assert!(evs[0].message.contains("exited with 'signal 9"));
+        assert!(evs[0].message.text().contains("exited with 'signal 9"));
     }
 
     #[test]

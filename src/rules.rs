@@ -635,7 +635,8 @@ impl Group {
     fn remember(&mut self, ev: &Event) {
         self.backfill = ev.backfill;
         if self.first.len() < EVIDENCE_FIRST {
-            self.first.push(truncate_chars(&ev.message, EVIDENCE_CHARS));
+            self.first
+                .push(truncate_chars(&ev.message.text(), EVIDENCE_CHARS));
             return;
         }
         // The oldest of the last lines makes room, and its buffer takes the new text: a
@@ -646,7 +647,7 @@ impl Group {
             String::new()
         };
         text.clear();
-        push_truncated(&mut text, &ev.message, EVIDENCE_CHARS);
+        push_truncated(&mut text, &ev.message.text(), EVIDENCE_CHARS);
         self.last.push_back(text);
     }
 
@@ -854,7 +855,7 @@ impl RuleEngine {
                             at: ev.ts,
                             since: ev.ts,
                             summary: spec.summary.clone(),
-                            evidence: vec![truncate_chars(&ev.message, EVIDENCE_CHARS)],
+                            evidence: vec![truncate_chars(&ev.message.text(), EVIDENCE_CHARS)],
                             backfill: ev.backfill,
                             context: Vec::new(),
                         });
@@ -1114,7 +1115,7 @@ mod tests {
             pattern: Arc::from("p"),
             labels: Labels::from_pairs(labels.iter().copied()),
             value: None,
-            message: format!("{kind} at {secs}"),
+            message: format!("{kind} at {secs}").into(),
             signature: None,
             line: None,
             lines: 1,

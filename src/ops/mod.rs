@@ -533,7 +533,7 @@ mod tests {
             pattern: "p".into(),
             labels: Labels::new(),
             value: None,
-            message: String::new(),
+            message: Default::default(),
             signature: None,
             line: None,
             lines: 1,
