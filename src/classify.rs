@@ -191,7 +191,7 @@ pub fn load_pack(spec: &str, base: Option<&Path>) -> Result<PackSource, PatternE
 }
 
 /// One compiled pattern.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Pattern {
     /// Unique name.
     pub name: Arc<str>,
@@ -239,7 +239,7 @@ pub enum FoldTarget {
 pub const DEFAULT_FOLD_WINDOW: Duration = Duration::from_secs(2);
 
 /// Compiled, ordered patterns. Cheap to share (`Arc<PatternSet>`), `Send + Sync`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PatternSet {
     patterns: Vec<Pattern>,
     /// Each pattern's required literals (`None`: searched by the residual set).
@@ -254,10 +254,23 @@ pub struct PatternSet {
     /// mode; `None` when one of them uses `\A`/`\z`, whose meaning changes across a buffer.
     scan: Option<meta::Regex>,
     kinds: Vec<Arc<str>>,
+    /// Set by [`for_counting`](PatternSet::for_counting) only: the literals as a DFA that
+    /// [`count_buffer`](PatternSet::count_buffer) walks byte by byte.
+    walk: Option<Arc<Walk>>,
+}
+
+/// The literal gate as an Aho-Corasick DFA with standard (overlapping) semantics, for
+/// counting: one table lookup per byte of a buffer, and a line is looked at only when a
+/// literal ends in it. A DFA over the default pack's ~730 literals costs a few MiB, which
+/// the daemon cannot spend, so only `classify --lines --format counts` builds it.
+#[derive(Debug)]
+struct Walk {
+    dfa: aho_corasick::dfa::DFA,
+    start: aho_corasick::automaton::StateID,
 }
 
 /// Required literals of many patterns in one automaton.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Literals {
     /// Leftmost-first over the literals sorted bytewise: of the literals that start at one
     /// position it reports the shortest, since a prefix sorts first.
@@ -317,6 +330,41 @@ impl Literals {
         }))
     }
 
+    /// The literals as a DFA reporting every literal that ends at each byte, or `None` when
+    /// they are few enough for the automaton's Teddy SIMD search (up to 128), which skips
+    /// text faster than a DFA walks it, or the DFA cannot be built.
+    fn walk(&self) -> Option<Walk> {
+        use aho_corasick::automaton::Automaton;
+        let lits: Vec<&[u8]> = self
+            .at
+            .windows(2)
+            .map(|w| &self.bytes[w[0] as usize..w[1] as usize])
+            .collect();
+        let teddy = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(&lits)
+            .build();
+        if teddy.is_some() {
+            return None;
+        }
+        let dfa = aho_corasick::dfa::Builder::new()
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
+            .build(&lits)
+            .ok()?;
+        let start = dfa.start_state(aho_corasick::Anchored::No).ok()?;
+        Some(Walk { dfa, start })
+    }
+
+    /// Marks in `bits` the patterns that own literal `id`.
+    fn mark(&self, id: usize, bits: &mut [u64]) {
+        for &p in &self.owners[self.own[id] as usize..self.own[id + 1] as usize] {
+            bits[p as usize / 64] |= 1 << (p % 64);
+        }
+    }
+
     /// Marks in `bits` exactly the patterns whose literals occur in `line` at or after
     /// `from` (nothing starts before it); whether any did.
     ///
@@ -329,22 +377,17 @@ impl Literals {
     /// 11,422 → 10,656 instructions per line of the default pack's counting (bench pack
     /// 2,137 → 1,987).
     fn candidates(&self, line: &[u8], from: usize, bits: &mut [u64]) -> bool {
-        let mut mark = |id: usize| {
-            for &p in &self.owners[self.own[id] as usize..self.own[id + 1] as usize] {
-                bits[p as usize / 64] |= 1 << (p % 64);
-            }
-        };
         let mut input = aho_corasick::Input::new(line).range(from.min(line.len())..);
         let mut any = false;
         while let Some(m) = self.ac.find(input.clone()) {
             any = true;
             let id = m.pattern().as_usize();
-            mark(id);
+            self.mark(id, bits);
             let rest = &line[m.start()..];
             for &b in &self.longer[self.ext[id] as usize..self.ext[id + 1] as usize] {
                 let b = b as usize;
                 if rest.starts_with(&self.bytes[self.at[b] as usize..self.at[b + 1] as usize]) {
-                    mark(b);
+                    self.mark(b, bits);
                 }
             }
             input.set_start(m.start() + 1);
@@ -456,7 +499,25 @@ impl PatternSet {
             set,
             scan,
             kinds,
+            walk: None,
         })
+    }
+
+    /// This set for counting whole buffers ([`count_buffer`](Self::count_buffer)) faster at
+    /// the cost of memory: the literal gate is also built as a DFA (a few MiB for the default
+    /// pack) that is walked byte by byte, when the literals are too many for the automaton's
+    /// SIMD prefilter and there are no residual patterns (else the set is returned as it is).
+    /// The daemon keeps the small automaton; results are identical either way.
+    pub fn for_counting(&self) -> PatternSet {
+        let mut set = self.clone();
+        if self.set.is_none() {
+            set.walk = self
+                .literals
+                .as_ref()
+                .and_then(Literals::walk)
+                .map(Arc::new);
+        }
+        set
     }
 
     /// The default pack alone.
@@ -527,12 +588,14 @@ impl PatternSet {
         if !any {
             return None;
         }
+        self.decide(line, candidates, matched_bits)
+    }
+
+    /// The first of the marked `candidates` (in priority order) that matches `line` and is
+    /// not vetoed; `known` marks candidates already known to match. Clears both.
+    fn decide(&self, line: &[u8], candidates: &mut [u64], known: &mut [u64]) -> Option<usize> {
         let mut won = None;
-        for (w, (bits, known)) in candidates
-            .iter_mut()
-            .zip(matched_bits.iter_mut())
-            .enumerate()
-        {
+        for (w, (bits, known)) in candidates.iter_mut().zip(known.iter_mut()).enumerate() {
             let (mut b, k) = (std::mem::take(bits), std::mem::take(known));
             while won.is_none() && b != 0 {
                 let bit = b.trailing_zeros() as usize;
@@ -620,6 +683,10 @@ impl PatternSet {
             on_line(line, won);
             end + 1
         };
+        if let (Some(walk), Some(lits)) = (&self.walk, &self.literals) {
+            self.walk_buffer(walk, lits, buf, max_line, hits, scratch, on_line);
+            return lines;
+        }
         if self.set.is_some() && self.scan.is_none() {
             // A residual pattern with `\A`/`\z`: every line is a candidate.
             let mut at = 0;
@@ -656,6 +723,64 @@ impl PatternSet {
             at = classify_line(start.max(at), lit, hits);
         }
         lines
+    }
+
+    /// [`count_buffer`](Self::count_buffer) with the counting DFA ([`Walk`]; no residual
+    /// patterns). The DFA runs over the whole buffer; no literal holds a `\n`, so after
+    /// each `\n` it is back in its start state and a literal it reports lies within one
+    /// line. At the first literal of a line the walk goes on to the line's end marking every
+    /// literal it passes, and the marked patterns are tried; a line holding no literal costs
+    /// one transition per byte and nothing else.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_buffer(
+        &self,
+        walk: &Walk,
+        lits: &Literals,
+        buf: &[u8],
+        max_line: usize,
+        hits: &mut [u64],
+        scratch: &mut Scratch,
+        mut on_line: impl FnMut(&[u8], Option<usize>),
+    ) {
+        use aho_corasick::automaton::Automaton;
+        let dfa = &walk.dfa;
+        let no = aho_corasick::Anchored::No;
+        let mark = |sid, bits: &mut [u64]| {
+            for k in 0..dfa.match_len(sid) {
+                lits.mark(dfa.match_pattern(sid, k).as_usize(), bits);
+            }
+        };
+        let (mut sid, mut i) = (walk.start, 0);
+        while i < buf.len() {
+            sid = dfa.next_state(no, sid, buf[i]);
+            if !dfa.is_match(sid) {
+                i += 1;
+                continue;
+            }
+            // A literal ends at `i`: decide its line.
+            let start = memchr::memrchr(b'\n', &buf[..i]).map_or(0, |j| j + 1);
+            let end = memchr::memchr(b'\n', &buf[i..]).map_or(buf.len(), |j| i + j);
+            let full = &buf[start..end];
+            let line = full.strip_suffix(b"\r").unwrap_or(full);
+            let won = if line.len() > max_line {
+                // Only the head counts, as on every path: its own search.
+                self.classify_from(&line[..max_line], 0, scratch)
+            } else {
+                mark(sid, &mut scratch.candidates);
+                for &b in &buf[i + 1..end] {
+                    sid = dfa.next_state(no, sid, b);
+                    if dfa.is_match(sid) {
+                        mark(sid, &mut scratch.candidates);
+                    }
+                }
+                self.decide(line, &mut scratch.candidates, &mut scratch.matched_bits)
+            };
+            if let Some(w) = won {
+                hits[w] += 1;
+            }
+            on_line(line, won);
+            (sid, i) = (walk.start, end + 1);
+        }
     }
 }
 
@@ -1182,6 +1307,51 @@ mod tests {
             .filter(|&i| s.required_literals(i).is_some())
             .count();
         assert!(gated * 10 >= s.patterns().len() * 9, "{gated} gated");
+    }
+
+    #[test]
+    fn counting_walk_agrees_with_per_line_classification() {
+        let s = PatternSet::default_pack().unwrap();
+        let c = s.for_counting();
+        assert!(
+            s.walk.is_none() && c.walk.is_some(),
+            "the default pack walks a DFA"
+        );
+        let dev = include_str!("../fixtures/labeled-dev.tsv");
+        let lines: Vec<&str> = dev
+            .lines()
+            .filter_map(|l| l.splitn(3, '\t').nth(2))
+            .collect();
+        // CRLF endings, a line cut by `max_line` before its literal, no final newline.
+        let mut text = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            text.push_str(l);
+            text.push_str(if i % 3 == 0 { "\r\n" } else { "\n" });
+        }
+        let max_line = 120;
+        text.push_str(&"padding ".repeat(16));
+        text.push_str("OOMKilled\nKilled process 1 (x)");
+        let mut sc = c.scratch();
+        let mut want = vec![0; s.patterns().len()];
+        for line in text.lines() {
+            let line = &line.as_bytes()[..line.len().min(max_line)];
+            if let Some(w) = s.classify(line, &mut sc) {
+                want[w] += 1;
+            }
+        }
+        for set in [&s, &c] {
+            let mut hits = vec![0; s.patterns().len()];
+            let n = set.count_buffer(text.as_bytes(), max_line, &mut hits, &mut sc, |_, _| {});
+            assert_eq!(n, lines.len() as u64 + 2);
+            assert_eq!(hits, want);
+        }
+        assert!(want.iter().sum::<u64>() > 50, "{want:?}");
+    }
+
+    #[test]
+    fn counting_walk_is_only_for_many_literals() {
+        let s = pack(TWO).for_counting();
+        assert!(s.walk.is_none(), "a few literals keep their SIMD search");
     }
 
     #[test]
