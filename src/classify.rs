@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aho_corasick::AhoCorasick;
-use regex::bytes::{Regex, RegexBuilder};
 use regex_automata::meta;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind, PatternSet as MatchedSet};
@@ -816,7 +815,7 @@ fn build_many(pats: &[&str], kind: MatchKind, multi_line: bool) -> Result<meta::
 /// known to be there before the lazy DFA runs anyway; one forward DFA pass is cheaper:
 /// 10,540 → 9,397 instructions per line of the default pack's counting (bench pack 1,994
 /// → 1,999).
-fn build_pattern(src: &str) -> Result<meta::Regex, String> {
+fn build_pattern(src: &str) -> Result<meta::Regex, meta::BuildError> {
     let mut b = meta::Builder::new();
     b.configure(
         meta::Config::new()
@@ -825,7 +824,7 @@ fn build_pattern(src: &str) -> Result<meta::Regex, String> {
             .nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
     )
     .syntax(syntax::Config::new().utf8(false));
-    b.build(src).map_err(|e| e.to_string())
+    b.build(src)
 }
 
 /// One regex for a pattern's `exclude`s, run only on lines the pattern matched.
@@ -956,19 +955,30 @@ fn has_text_anchor(pattern: &str) -> bool {
     looks.contains(Look::Start) || looks.contains(Look::End)
 }
 
-fn compile_regex(file: &str, name: &str, field: &str, src: &str) -> Result<Regex, PatternError> {
-    RegexBuilder::new(src)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| {
-            let msg = match e {
-                regex::Error::CompiledTooBig(limit) => format!(
-                    "regex {src:?} compiles to more than the {limit}-byte limit; simplify it"
-                ),
-                other => format!("invalid regex {src:?}: {other}"),
-            };
-            invalid(file, name, field, msg)
-        })
+/// The message for a regex that does not build, worded as the `regex` crate words it: a
+/// size limit as our own sentence, anything else by its error (a syntax error as the
+/// parser gives it).
+fn regex_error(src: &str, size_limit: Option<usize>, error: &dyn std::fmt::Display) -> String {
+    match size_limit {
+        Some(limit) => {
+            format!("regex {src:?} compiles to more than the {limit}-byte limit; simplify it")
+        }
+        None => format!("invalid regex {src:?}: {error}"),
+    }
+}
+
+/// Checks one `exclude` on its own, as the `regex` crate would build it (syntax, then the
+/// NFA size limit), so an error names the exclude. Only the parser and the NFA compiler
+/// run: the excludes are built together by [`build_excludes`].
+fn check_exclude(file: &str, name: &str, field: &str, src: &str) -> Result<(), PatternError> {
+    use regex_automata::nfa::thompson;
+    let hir = syntax::parse_with(src, &syntax::Config::new().utf8(false))
+        .map_err(|e| invalid(file, name, field, regex_error(src, None, &e)))?;
+    thompson::Compiler::new()
+        .configure(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+        .build_from_hir(&hir)
+        .map_err(|e| invalid(file, name, field, regex_error(src, e.size_limit(), &e)))?;
+    Ok(())
 }
 
 fn compile_one(
@@ -991,12 +1001,19 @@ fn compile_one(
             ),
         ));
     }
-    // The `regex` crate's build checks the pattern and words its errors; matching uses
-    // `build_pattern`'s regex.
-    let checked = compile_regex(file, name, "regex", &raw.regex)?;
+    // Built once: the meta regex gives the errors (worded as the `regex` crate words them)
+    // and the capture names. Checking with the `regex` crate as well doubled the load:
+    // 175M of the default pack's 298M instructions.
+    let regex = build_pattern(&raw.regex).map_err(|e| {
+        let msg = match e.syntax_error() {
+            Some(syntax) => regex_error(&raw.regex, None, syntax),
+            None => regex_error(&raw.regex, e.size_limit(), &e),
+        };
+        invalid(file, name, "regex", msg)
+    })?;
     let mut excludes = Vec::with_capacity(raw.exclude.len());
     for (i, ex) in raw.exclude.iter().enumerate() {
-        compile_regex(file, name, &format!("exclude[{i}]"), ex)?;
+        check_exclude(file, name, &format!("exclude[{i}]"), ex)?;
         excludes.push(ex.as_str());
     }
     let excludes = if excludes.is_empty() {
@@ -1005,8 +1022,9 @@ fn compile_one(
         Some(build_excludes(&excludes).map_err(|e| invalid(file, name, "exclude", e))?)
     };
     let group = |field: &str, cap: &str| -> Result<usize, PatternError> {
-        checked
-            .capture_names()
+        regex
+            .group_info()
+            .pattern_names(regex_automata::PatternID::ZERO)
             .position(|n| n == Some(cap))
             .ok_or_else(|| {
                 invalid(
@@ -1058,7 +1076,7 @@ fn compile_one(
         kind: Arc::from(raw.kind.as_str()),
         file: Arc::from(file),
         needs_captures: !labels.is_empty() || value.is_some(),
-        regex: build_pattern(&raw.regex).map_err(|e| invalid(file, name, "regex", e))?,
+        regex,
         source: raw.regex.clone(),
         excludes,
         labels,
