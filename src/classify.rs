@@ -268,6 +268,29 @@ struct Walk {
     start: aho_corasick::automaton::StateID,
 }
 
+impl Walk {
+    /// Where the first literal that starts at or after `from` ends, and the state there.
+    /// The hot loop of counting: one table lookup and one comparison per byte (with no
+    /// prefilter, a standard DFA's only special states are its match states and the dead
+    /// state, which it never enters).
+    fn next_match(
+        &self,
+        buf: &[u8],
+        from: usize,
+    ) -> Option<(usize, aho_corasick::automaton::StateID)> {
+        use aho_corasick::automaton::Automaton;
+        let (dfa, no) = (&self.dfa, aho_corasick::Anchored::No);
+        let mut sid = self.start;
+        for (j, &b) in buf.get(from..)?.iter().enumerate() {
+            sid = dfa.next_state(no, sid, b);
+            if dfa.is_special(sid) && dfa.is_match(sid) {
+                return Some((from + j, sid));
+            }
+        }
+        None
+    }
+}
+
 /// Required literals of many patterns in one automaton.
 #[derive(Debug, Clone)]
 struct Literals {
@@ -404,6 +427,35 @@ pub struct Scratch {
     /// Candidates already known to match (found by the residual set search).
     matched_bits: Vec<u64>,
     locs: HashMap<usize, regex_automata::util::captures::Captures>,
+    caches: Caches,
+}
+
+/// Each regex's search cache, made on first use. A meta regex searched without one takes a
+/// cache from its pool, where every thread but the first to use the regex takes a lock,
+/// twice per search (`Pool::get_slow`, `put_value`: ~2.5% of the daemon's CPU in perf).
+#[derive(Debug)]
+struct Caches {
+    patterns: Vec<Option<meta::Cache>>,
+    excludes: Vec<Option<meta::Cache>>,
+    set: Option<meta::Cache>,
+    scan: Option<meta::Cache>,
+}
+
+impl Caches {
+    /// Whether pattern `i` (`p`) matches `line`.
+    fn is_match(&mut self, i: usize, p: &Pattern, line: &[u8]) -> bool {
+        let cache = self.patterns[i].get_or_insert_with(|| p.regex.create_cache());
+        let input = Input::new(line).earliest(true);
+        p.regex.search_half_with(cache, &input).is_some()
+    }
+
+    /// Whether one of pattern `i`'s excludes matches `line`.
+    fn vetoed(&mut self, i: usize, p: &Pattern, line: &[u8]) -> bool {
+        let Some(ex) = &p.excludes else { return false };
+        let cache = self.excludes[i].get_or_insert_with(|| ex.create_cache());
+        let input = Input::new(line).earliest(true);
+        ex.search_half_with(cache, &input).is_some()
+    }
 }
 
 /// What the winning pattern extracted from a line.
@@ -553,6 +605,12 @@ impl PatternSet {
             candidates: vec![0; words],
             matched_bits: vec![0; words],
             locs: HashMap::new(),
+            caches: Caches {
+                patterns: (0..self.patterns.len()).map(|_| None).collect(),
+                excludes: (0..self.patterns.len()).map(|_| None).collect(),
+                set: None,
+                scan: None,
+            },
         }
     }
 
@@ -568,6 +626,7 @@ impl PatternSet {
             matched,
             candidates,
             matched_bits,
+            caches,
             ..
         } = scratch;
         let mut any = self
@@ -576,7 +635,8 @@ impl PatternSet {
             .is_some_and(|l| l.candidates(line, from, candidates));
         if let Some(set) = &self.set {
             matched.clear();
-            set.which_overlapping_matches(&Input::new(line), matched);
+            let cache = caches.set.get_or_insert_with(|| set.create_cache());
+            set.which_overlapping_matches_with(cache, &Input::new(line), matched);
             for pid in matched.iter() {
                 let p = self.residual[pid.as_usize()];
                 candidates[p / 64] |= 1 << (p % 64);
@@ -587,23 +647,34 @@ impl PatternSet {
         if !any {
             return None;
         }
-        self.decide(line, candidates, matched_bits)
+        self.decide(line, scratch)
     }
 
-    /// The first of the marked `candidates` (in priority order) that matches `line` and is
-    /// not vetoed; `known` marks candidates already known to match. Clears both.
-    fn decide(&self, line: &[u8], candidates: &mut [u64], known: &mut [u64]) -> Option<usize> {
+    /// The first of the candidates marked in `scratch` (in priority order) that matches
+    /// `line` and is not vetoed; `matched_bits` marks candidates already known to match.
+    /// Clears both.
+    fn decide(&self, line: &[u8], scratch: &mut Scratch) -> Option<usize> {
+        let Scratch {
+            candidates,
+            matched_bits,
+            caches,
+            ..
+        } = scratch;
         let mut won = None;
-        for (w, (bits, known)) in candidates.iter_mut().zip(known.iter_mut()).enumerate() {
+        for (w, (bits, known)) in candidates
+            .iter_mut()
+            .zip(matched_bits.iter_mut())
+            .enumerate()
+        {
             let (mut b, k) = (std::mem::take(bits), std::mem::take(known));
             while won.is_none() && b != 0 {
                 let bit = b.trailing_zeros() as usize;
                 b &= b - 1;
-                let p = &self.patterns[w * 64 + bit];
-                if (k >> bit & 1 == 1 || p.regex.is_match(line))
-                    && p.excludes.as_ref().is_none_or(|ex| !ex.is_match(line))
+                let i = w * 64 + bit;
+                let p = &self.patterns[i];
+                if (k >> bit & 1 == 1 || caches.is_match(i, p, line)) && !caches.vetoed(i, p, line)
                 {
-                    won = Some(w * 64 + bit);
+                    won = Some(i);
                 }
             }
         }
@@ -629,7 +700,8 @@ impl PatternSet {
             .locs
             .entry(index)
             .or_insert_with(|| p.regex.create_captures());
-        p.regex.search_captures(&Input::new(line), caps);
+        let cache = scratch.caches.patterns[index].get_or_insert_with(|| p.regex.create_cache());
+        p.regex.search_captures_with(cache, &Input::new(line), caps);
         if !caps.is_match() {
             return out;
         }
@@ -668,20 +740,21 @@ impl PatternSet {
             + u64::from(!buf.is_empty() && buf.last() != Some(&b'\n'));
         // `first_lit`: where the first literal at or after `start` begins (the buffer scan
         // found it), so the line's own literal search starts there.
-        let mut classify_line = |start: usize, first_lit: usize, hits: &mut [u64]| -> usize {
-            let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
-            let mut line = &buf[start..end];
-            line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.len() > max_line {
-                line = &line[..max_line];
-            }
-            let won = self.classify_from(line, first_lit.saturating_sub(start), scratch);
-            if let Some(i) = won {
-                hits[i] += 1;
-            }
-            on_line(line, won);
-            end + 1
-        };
+        let mut classify_line =
+            |start: usize, first_lit: usize, hits: &mut [u64], scratch: &mut Scratch| -> usize {
+                let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
+                let mut line = &buf[start..end];
+                line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.len() > max_line {
+                    line = &line[..max_line];
+                }
+                let won = self.classify_from(line, first_lit.saturating_sub(start), scratch);
+                if let Some(i) = won {
+                    hits[i] += 1;
+                }
+                on_line(line, won);
+                end + 1
+            };
         if let (Some(walk), Some(lits)) = (&self.walk, &self.literals) {
             self.walk_buffer(walk, lits, buf, max_line, hits, scratch, on_line);
             return lines;
@@ -690,7 +763,7 @@ impl PatternSet {
             // A residual pattern with `\A`/`\z`: every line is a candidate.
             let mut at = 0;
             while at < buf.len() {
-                at = classify_line(at, at, hits);
+                at = classify_line(at, at, hits, scratch);
             }
             return lines;
         }
@@ -711,7 +784,12 @@ impl PatternSet {
                 // lines (see `build_scan`), so the line holding the end holds the match.
                 res = self.scan.as_ref().map_or(usize::MAX, |scan| {
                     let input = Input::new(buf).range(at..).earliest(true);
-                    scan.search_half(&input).map_or(usize::MAX, |m| m.offset())
+                    let cache = scratch
+                        .caches
+                        .scan
+                        .get_or_insert_with(|| scan.create_cache());
+                    scan.search_half_with(cache, &input)
+                        .map_or(usize::MAX, |m| m.offset())
                 });
             }
             let hit = lit.min(res);
@@ -719,7 +797,7 @@ impl PatternSet {
                 break;
             }
             let start = memchr::memrchr(b'\n', &buf[..hit]).map_or(0, |i| i + 1);
-            at = classify_line(start.max(at), lit, hits);
+            at = classify_line(start.max(at), lit, hits, scratch);
         }
         lines
     }
@@ -749,13 +827,8 @@ impl PatternSet {
                 lits.mark(dfa.match_pattern(sid, k).as_usize(), bits);
             }
         };
-        let (mut sid, mut i) = (walk.start, 0);
-        while i < buf.len() {
-            sid = dfa.next_state(no, sid, buf[i]);
-            if !dfa.is_match(sid) {
-                i += 1;
-                continue;
-            }
+        let mut at = 0;
+        while let Some((i, mut sid)) = walk.next_match(buf, at) {
             // A literal ends at `i`: decide its line.
             let start = memchr::memrchr(b'\n', &buf[..i]).map_or(0, |j| j + 1);
             let end = memchr::memchr(b'\n', &buf[i..]).map_or(buf.len(), |j| i + j);
@@ -772,13 +845,13 @@ impl PatternSet {
                         mark(sid, &mut scratch.candidates);
                     }
                 }
-                self.decide(line, &mut scratch.candidates, &mut scratch.matched_bits)
+                self.decide(line, scratch)
             };
             if let Some(w) = won {
                 hits[w] += 1;
             }
             on_line(line, won);
-            (sid, i) = (walk.start, end + 1);
+            at = end + 1;
         }
     }
 }
