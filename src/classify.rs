@@ -256,6 +256,8 @@ pub struct PatternSet {
     /// Set by [`for_counting`](PatternSet::for_counting) only: the literals as a DFA that
     /// [`count_buffer`](PatternSet::count_buffer) walks byte by byte.
     walk: Option<Arc<Walk>>,
+    /// Per pattern: its literals are exactly the strings every match of it ends with.
+    ends_with_literal: Vec<bool>,
 }
 
 /// The literal gate as an Aho-Corasick DFA with standard (overlapping) semantics, for
@@ -266,6 +268,12 @@ pub struct PatternSet {
 struct Walk {
     dfa: aho_corasick::dfa::DFA,
     start: aho_corasick::automaton::StateID,
+    /// Per pattern: when every match of it ends with one of its literals (`klog-error`'s
+    /// `] `, on three lines in four), its regex reversed, run anchored back from where the
+    /// walk saw the literal end: a line whose `] ` is no klog header fails within a few
+    /// bytes, where a forward search reads the whole line.
+    /// Built on first use: most patterns' literals never occur in a given log.
+    suffix: Vec<std::sync::OnceLock<Option<regex_automata::hybrid::dfa::DFA>>>,
 }
 
 impl Walk {
@@ -377,7 +385,11 @@ impl Literals {
             .build(&lits)
             .ok()?;
         let start = dfa.start_state(aho_corasick::Anchored::No).ok()?;
-        Some(Walk { dfa, start })
+        Some(Walk {
+            dfa,
+            start,
+            suffix: Vec::new(),
+        })
     }
 
     /// Marks in `bits` the patterns that own literal `id`.
@@ -439,6 +451,8 @@ struct Caches {
     excludes: Vec<Option<meta::Cache>>,
     set: Option<meta::Cache>,
     scan: Option<meta::Cache>,
+    /// For [`Walk::suffix`].
+    suffix: Vec<Option<regex_automata::hybrid::dfa::Cache>>,
 }
 
 impl Caches {
@@ -509,17 +523,20 @@ impl PatternSet {
             }
             patterns.push(pattern);
         }
-        let per_pattern: Vec<Option<Vec<Vec<u8>>>> = raws
+        let (per_pattern, ends_with_literal): (Vec<Option<Vec<Vec<u8>>>>, Vec<bool>) = raws
             .iter()
             .map(|(_, p)| {
-                regex_syntax::ParserBuilder::new()
+                let hir = regex_syntax::ParserBuilder::new()
                     .utf8(false)
                     .build()
                     .parse(&p.regex)
-                    .ok()
-                    .and_then(|hir| literals::required(&hir))
+                    .ok();
+                let required = hir.as_ref().and_then(literals::required);
+                let ends =
+                    required.is_some() && hir.as_ref().and_then(literals::suffix) == required;
+                (required, ends)
             })
-            .collect();
+            .unzip();
         let literals = Literals::build(&per_pattern).map_err(|e| set_error(&raws, e))?;
         let residual: Vec<usize> = (0..raws.len())
             .filter(|&i| per_pattern[i].is_none())
@@ -551,6 +568,7 @@ impl PatternSet {
             scan,
             kinds,
             walk: None,
+            ends_with_literal,
         })
     }
 
@@ -566,9 +584,31 @@ impl PatternSet {
                 .literals
                 .as_ref()
                 .and_then(Literals::walk)
-                .map(Arc::new);
+                .map(|mut walk| {
+                    walk.suffix = (0..self.patterns.len())
+                        .map(|_| Default::default())
+                        .collect();
+                    Arc::new(walk)
+                });
         }
         set
+    }
+
+    /// Pattern `i`'s regex as a reverse lazy DFA (see [`Walk::suffix`]).
+    fn reversed(&self, i: usize) -> Option<regex_automata::hybrid::dfa::DFA> {
+        use regex_automata::{hybrid::dfa::DFA, nfa::thompson};
+        let src = &self.patterns[i].source;
+        DFA::builder()
+            .configure(DFA::config().match_kind(MatchKind::All))
+            .syntax(syntax::Config::new().utf8(false))
+            .thompson(
+                thompson::Config::new()
+                    .reverse(true)
+                    .which_captures(thompson::WhichCaptures::None)
+                    .nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
+            )
+            .build(src)
+            .ok()
     }
 
     /// The default pack alone.
@@ -610,6 +650,7 @@ impl PatternSet {
                 excludes: (0..self.patterns.len()).map(|_| None).collect(),
                 set: None,
                 scan: None,
+                suffix: (0..self.patterns.len()).map(|_| None).collect(),
             },
         }
     }
@@ -822,9 +863,39 @@ impl PatternSet {
         use aho_corasick::automaton::Automaton;
         let dfa = &walk.dfa;
         let no = aho_corasick::Anchored::No;
-        let mark = |sid, bits: &mut [u64]| {
+        // The literals ending at `line[..end]`: their patterns become candidates, except
+        // that a pattern whose matches end with them is checked there (`Walk::suffix`).
+        let mark = |sid, line: &[u8], end: usize, scratch: &mut Scratch| {
             for k in 0..dfa.match_len(sid) {
-                lits.mark(dfa.match_pattern(sid, k).as_usize(), bits);
+                let id = dfa.match_pattern(sid, k).as_usize();
+                for &p in &lits.owners[lits.own[id] as usize..lits.own[id + 1] as usize] {
+                    let (p, w, bit) = (p as usize, p as usize / 64, 1 << (p % 64));
+                    let rev = match self.ends_with_literal[p] {
+                        true => walk.suffix[p].get_or_init(|| self.reversed(p)).as_ref(),
+                        false => None,
+                    };
+                    let Some(rev) = rev else {
+                        scratch.candidates[w] |= bit;
+                        continue;
+                    };
+                    if scratch.matched_bits[w] & bit != 0 || end > line.len() {
+                        continue; // known to match, or the literal ran into a cut `\r`
+                    }
+                    let cache = scratch.caches.suffix[p].get_or_insert_with(|| rev.create_cache());
+                    let input = Input::new(line)
+                        .range(..end)
+                        .anchored(regex_automata::Anchored::Yes)
+                        .earliest(true);
+                    match rev.try_search_rev(cache, &input) {
+                        Ok(None) => {}
+                        Ok(Some(_)) => {
+                            scratch.candidates[w] |= bit;
+                            scratch.matched_bits[w] |= bit;
+                        }
+                        // Gave up (e.g. a Unicode word boundary): the forward search decides.
+                        Err(_) => scratch.candidates[w] |= bit,
+                    }
+                }
             }
         };
         let mut at = 0;
@@ -838,11 +909,11 @@ impl PatternSet {
                 // Only the head counts, as on every path: its own search.
                 self.classify_from(&line[..max_line], 0, scratch)
             } else {
-                mark(sid, &mut scratch.candidates);
-                for &b in &buf[i + 1..end] {
+                mark(sid, line, i + 1 - start, scratch);
+                for (j, &b) in buf.iter().enumerate().take(end).skip(i + 1) {
                     sid = dfa.next_state(no, sid, b);
                     if dfa.is_match(sid) {
-                        mark(sid, &mut scratch.candidates);
+                        mark(sid, line, j + 1 - start, scratch);
                     }
                 }
                 self.decide(line, scratch)
@@ -1437,6 +1508,35 @@ mod tests {
             assert_eq!(hits, want);
         }
         assert!(want.iter().sum::<u64>() > 50, "{want:?}");
+    }
+
+    #[test]
+    fn counting_walk_checks_literal_suffixes_in_place() {
+        // `klog-error` ends with its only literal, `] `: the walk checks each occurrence by a
+        // reverse search instead of running the pattern forward.
+        let s = PatternSet::default_pack().unwrap();
+        let c = s.for_counting();
+        let klog = s.find("klog-error").unwrap();
+        assert!(c.ends_with_literal[klog]);
+        let text = "E1123 10:00:00.123456   42 server.go:118] boom\n\
+            [x] E1123 10:00:00.1 1 a.go:1] \n\
+            I1123 10:00:00.123456   42 server.go:118] fine\n\
+            x\tF1123 10:00:00.5 7 [^:]:9] ] \n\
+            E1123 10:00:00.5 7 a.go:9]\r\n\
+            E1123 10:00:00.5 7 a.go:9] \r\n\
+            [2026-11-23 10:00:00,007: INFO/MainProcess] Task x] received\n\
+            E1123 10:00:00.5 7 a.go:x] ] E1123 10:00:00.5 7 b.go:2] \n";
+        let mut sc = c.scratch();
+        let mut want = vec![0; s.patterns().len()];
+        for line in text.lines() {
+            if let Some(w) = s.classify_naive(line.as_bytes()) {
+                want[w] += 1;
+            }
+        }
+        assert_eq!(want[klog], 4, "{want:?}");
+        let mut hits = vec![0; s.patterns().len()];
+        c.count_buffer(text.as_bytes(), 1 << 16, &mut hits, &mut sc, |_, _| {});
+        assert_eq!(hits, want);
     }
 
     #[test]
