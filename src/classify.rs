@@ -523,7 +523,8 @@ impl PatternSet {
             }
             patterns.push(pattern);
         }
-        let (per_pattern, ends_with_literal): (Vec<Option<Vec<Vec<u8>>>>, Vec<bool>) = raws
+        let mut ends_with_literal = Vec::with_capacity(raws.len());
+        let per_pattern: Vec<Option<Vec<Vec<u8>>>> = raws
             .iter()
             .map(|(_, p)| {
                 let hir = regex_syntax::ParserBuilder::new()
@@ -532,11 +533,12 @@ impl PatternSet {
                     .parse(&p.regex)
                     .ok();
                 let required = hir.as_ref().and_then(literals::required);
-                let ends =
-                    required.is_some() && hir.as_ref().and_then(literals::suffix) == required;
-                (required, ends)
+                ends_with_literal.push(
+                    required.is_some() && hir.as_ref().and_then(literals::suffix) == required,
+                );
+                required
             })
-            .unzip();
+            .collect();
         let literals = Literals::build(&per_pattern).map_err(|e| set_error(&raws, e))?;
         let residual: Vec<usize> = (0..raws.len())
             .filter(|&i| per_pattern[i].is_none())
@@ -959,7 +961,9 @@ fn build_many(pats: &[&str], kind: MatchKind, multi_line: bool) -> Result<meta::
 /// known to be there before the lazy DFA runs anyway; one forward DFA pass is cheaper:
 /// 10,540 → 9,397 instructions per line of the default pack's counting (bench pack 1,994
 /// → 1,999).
-fn build_pattern(src: &str) -> Result<meta::Regex, meta::BuildError> {
+///
+/// Errors are worded as the `regex` crate words them ([`regex_error`]).
+fn build_pattern(src: &str) -> Result<meta::Regex, String> {
     let mut b = meta::Builder::new();
     b.configure(
         meta::Config::new()
@@ -968,7 +972,10 @@ fn build_pattern(src: &str) -> Result<meta::Regex, meta::BuildError> {
             .nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
     )
     .syntax(syntax::Config::new().utf8(false));
-    b.build(src)
+    b.build(src).map_err(|e| match e.syntax_error() {
+        Some(syntax) => regex_error(src, None, syntax),
+        None => regex_error(src, e.size_limit(), &e),
+    })
 }
 
 /// One regex for a pattern's `exclude`s, run only on lines the pattern matched.
@@ -1148,13 +1155,7 @@ fn compile_one(
     // Built once: the meta regex gives the errors (worded as the `regex` crate words them)
     // and the capture names. Checking with the `regex` crate as well doubled the load:
     // 175M of the default pack's 298M instructions.
-    let regex = build_pattern(&raw.regex).map_err(|e| {
-        let msg = match e.syntax_error() {
-            Some(syntax) => regex_error(&raw.regex, None, syntax),
-            None => regex_error(&raw.regex, e.size_limit(), &e),
-        };
-        invalid(file, name, "regex", msg)
-    })?;
+    let regex = build_pattern(&raw.regex).map_err(|e| invalid(file, name, "regex", e))?;
     let mut excludes = Vec::with_capacity(raw.exclude.len());
     for (i, ex) in raw.exclude.iter().enumerate() {
         check_exclude(file, name, &format!("exclude[{i}]"), ex)?;
