@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aho_corasick::AhoCorasick;
-use regex::bytes::{Regex, RegexBuilder};
 use regex_automata::meta;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind, PatternSet as MatchedSet};
@@ -191,7 +190,7 @@ pub fn load_pack(spec: &str, base: Option<&Path>) -> Result<PackSource, PatternE
 }
 
 /// One compiled pattern.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Pattern {
     /// Unique name.
     pub name: Arc<str>,
@@ -239,7 +238,7 @@ pub enum FoldTarget {
 pub const DEFAULT_FOLD_WINDOW: Duration = Duration::from_secs(2);
 
 /// Compiled, ordered patterns. Cheap to share (`Arc<PatternSet>`), `Send + Sync`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PatternSet {
     patterns: Vec<Pattern>,
     /// Each pattern's required literals (`None`: searched by the residual set).
@@ -254,10 +253,54 @@ pub struct PatternSet {
     /// mode; `None` when one of them uses `\A`/`\z`, whose meaning changes across a buffer.
     scan: Option<meta::Regex>,
     kinds: Vec<Arc<str>>,
+    /// Set by [`for_counting`](PatternSet::for_counting) only: the literals as a DFA that
+    /// [`count_buffer`](PatternSet::count_buffer) walks byte by byte.
+    walk: Option<Arc<Walk>>,
+    /// Per pattern: its literals are exactly the strings every match of it ends with.
+    ends_with_literal: Vec<bool>,
+}
+
+/// The literal gate as an Aho-Corasick DFA with standard (overlapping) semantics, for
+/// counting: one table lookup per byte of a buffer, and a line is looked at only when a
+/// literal ends in it. A DFA over the default pack's ~730 literals costs a few MiB, which
+/// the daemon cannot spend, so only `classify --lines --format counts` builds it.
+#[derive(Debug)]
+struct Walk {
+    dfa: aho_corasick::dfa::DFA,
+    start: aho_corasick::automaton::StateID,
+    /// Per pattern: when every match of it ends with one of its literals (`klog-error`'s
+    /// `] `, on three lines in four), its regex reversed, run anchored back from where the
+    /// walk saw the literal end: a line whose `] ` is no klog header fails within a few
+    /// bytes, where a forward search reads the whole line.
+    /// Built on first use: most patterns' literals never occur in a given log.
+    suffix: Vec<std::sync::OnceLock<Option<regex_automata::hybrid::dfa::DFA>>>,
+}
+
+impl Walk {
+    /// Where the first literal that starts at or after `from` ends, and the state there.
+    /// The hot loop of counting: one table lookup and one comparison per byte (with no
+    /// prefilter, a standard DFA's only special states are its match states and the dead
+    /// state, which it never enters).
+    fn next_match(
+        &self,
+        buf: &[u8],
+        from: usize,
+    ) -> Option<(usize, aho_corasick::automaton::StateID)> {
+        use aho_corasick::automaton::Automaton;
+        let (dfa, no) = (&self.dfa, aho_corasick::Anchored::No);
+        let mut sid = self.start;
+        for (j, &b) in buf.get(from..)?.iter().enumerate() {
+            sid = dfa.next_state(no, sid, b);
+            if dfa.is_special(sid) && dfa.is_match(sid) {
+                return Some((from + j, sid));
+            }
+        }
+        None
+    }
 }
 
 /// Required literals of many patterns in one automaton.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Literals {
     /// Leftmost-first over the literals sorted bytewise: of the literals that start at one
     /// position it reports the shortest, since a prefix sorts first.
@@ -317,6 +360,45 @@ impl Literals {
         }))
     }
 
+    /// The literals as a DFA reporting every literal that ends at each byte, or `None` when
+    /// they are few enough for the automaton's Teddy SIMD search (up to 128), which skips
+    /// text faster than a DFA walks it, or the DFA cannot be built.
+    fn walk(&self) -> Option<Walk> {
+        use aho_corasick::automaton::Automaton;
+        let lits: Vec<&[u8]> = self
+            .at
+            .windows(2)
+            .map(|w| &self.bytes[w[0] as usize..w[1] as usize])
+            .collect();
+        let teddy = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(&lits)
+            .build();
+        if teddy.is_some() {
+            return None;
+        }
+        let dfa = aho_corasick::dfa::Builder::new()
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .prefilter(false)
+            .build(&lits)
+            .ok()?;
+        let start = dfa.start_state(aho_corasick::Anchored::No).ok()?;
+        Some(Walk {
+            dfa,
+            start,
+            suffix: Vec::new(),
+        })
+    }
+
+    /// Marks in `bits` the patterns that own literal `id`.
+    fn mark(&self, id: usize, bits: &mut [u64]) {
+        for &p in &self.owners[self.own[id] as usize..self.own[id + 1] as usize] {
+            bits[p as usize / 64] |= 1 << (p % 64);
+        }
+    }
+
     /// Marks in `bits` exactly the patterns whose literals occur in `line` at or after
     /// `from` (nothing starts before it); whether any did.
     ///
@@ -329,22 +411,17 @@ impl Literals {
     /// 11,422 → 10,656 instructions per line of the default pack's counting (bench pack
     /// 2,137 → 1,987).
     fn candidates(&self, line: &[u8], from: usize, bits: &mut [u64]) -> bool {
-        let mut mark = |id: usize| {
-            for &p in &self.owners[self.own[id] as usize..self.own[id + 1] as usize] {
-                bits[p as usize / 64] |= 1 << (p % 64);
-            }
-        };
         let mut input = aho_corasick::Input::new(line).range(from.min(line.len())..);
         let mut any = false;
         while let Some(m) = self.ac.find(input.clone()) {
             any = true;
             let id = m.pattern().as_usize();
-            mark(id);
+            self.mark(id, bits);
             let rest = &line[m.start()..];
             for &b in &self.longer[self.ext[id] as usize..self.ext[id + 1] as usize] {
                 let b = b as usize;
                 if rest.starts_with(&self.bytes[self.at[b] as usize..self.at[b + 1] as usize]) {
-                    mark(b);
+                    self.mark(b, bits);
                 }
             }
             input.set_start(m.start() + 1);
@@ -362,6 +439,37 @@ pub struct Scratch {
     /// Candidates already known to match (found by the residual set search).
     matched_bits: Vec<u64>,
     locs: HashMap<usize, regex_automata::util::captures::Captures>,
+    caches: Caches,
+}
+
+/// Each regex's search cache, made on first use. A meta regex searched without one takes a
+/// cache from its pool, where every thread but the first to use the regex takes a lock,
+/// twice per search (`Pool::get_slow`, `put_value`: ~2.5% of the daemon's CPU in perf).
+#[derive(Debug)]
+struct Caches {
+    patterns: Vec<Option<meta::Cache>>,
+    excludes: Vec<Option<meta::Cache>>,
+    set: Option<meta::Cache>,
+    scan: Option<meta::Cache>,
+    /// For [`Walk::suffix`].
+    suffix: Vec<Option<regex_automata::hybrid::dfa::Cache>>,
+}
+
+impl Caches {
+    /// Whether pattern `i` (`p`) matches `line`.
+    fn is_match(&mut self, i: usize, p: &Pattern, line: &[u8]) -> bool {
+        let cache = self.patterns[i].get_or_insert_with(|| p.regex.create_cache());
+        let input = Input::new(line).earliest(true);
+        p.regex.search_half_with(cache, &input).is_some()
+    }
+
+    /// Whether one of pattern `i`'s excludes matches `line`.
+    fn vetoed(&mut self, i: usize, p: &Pattern, line: &[u8]) -> bool {
+        let Some(ex) = &p.excludes else { return false };
+        let cache = self.excludes[i].get_or_insert_with(|| ex.create_cache());
+        let input = Input::new(line).earliest(true);
+        ex.search_half_with(cache, &input).is_some()
+    }
 }
 
 /// What the winning pattern extracted from a line.
@@ -415,15 +523,20 @@ impl PatternSet {
             }
             patterns.push(pattern);
         }
+        let mut ends_with_literal = Vec::with_capacity(raws.len());
         let per_pattern: Vec<Option<Vec<Vec<u8>>>> = raws
             .iter()
             .map(|(_, p)| {
-                regex_syntax::ParserBuilder::new()
+                let hir = regex_syntax::ParserBuilder::new()
                     .utf8(false)
                     .build()
                     .parse(&p.regex)
-                    .ok()
-                    .and_then(|hir| literals::required(&hir))
+                    .ok();
+                let required = hir.as_ref().and_then(literals::required);
+                ends_with_literal.push(
+                    required.is_some() && hir.as_ref().and_then(literals::suffix) == required,
+                );
+                required
             })
             .collect();
         let literals = Literals::build(&per_pattern).map_err(|e| set_error(&raws, e))?;
@@ -456,7 +569,48 @@ impl PatternSet {
             set,
             scan,
             kinds,
+            walk: None,
+            ends_with_literal,
         })
+    }
+
+    /// This set for counting whole buffers ([`count_buffer`](Self::count_buffer)) faster at
+    /// the cost of memory: the literal gate is also built as a DFA (a few MiB for the default
+    /// pack) that is walked byte by byte, when the literals are too many for the automaton's
+    /// SIMD prefilter and there are no residual patterns (else the set is returned as it is).
+    /// The daemon keeps the small automaton; results are identical either way.
+    pub fn for_counting(&self) -> PatternSet {
+        let mut set = self.clone();
+        if self.set.is_none() {
+            set.walk = self
+                .literals
+                .as_ref()
+                .and_then(Literals::walk)
+                .map(|mut walk| {
+                    walk.suffix = (0..self.patterns.len())
+                        .map(|_| Default::default())
+                        .collect();
+                    Arc::new(walk)
+                });
+        }
+        set
+    }
+
+    /// Pattern `i`'s regex as a reverse lazy DFA (see [`Walk::suffix`]).
+    fn reversed(&self, i: usize) -> Option<regex_automata::hybrid::dfa::DFA> {
+        use regex_automata::{hybrid::dfa::DFA, nfa::thompson};
+        let src = &self.patterns[i].source;
+        DFA::builder()
+            .configure(DFA::config().match_kind(MatchKind::All))
+            .syntax(syntax::Config::new().utf8(false))
+            .thompson(
+                thompson::Config::new()
+                    .reverse(true)
+                    .which_captures(thompson::WhichCaptures::None)
+                    .nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
+            )
+            .build(src)
+            .ok()
     }
 
     /// The default pack alone.
@@ -493,6 +647,13 @@ impl PatternSet {
             candidates: vec![0; words],
             matched_bits: vec![0; words],
             locs: HashMap::new(),
+            caches: Caches {
+                patterns: (0..self.patterns.len()).map(|_| None).collect(),
+                excludes: (0..self.patterns.len()).map(|_| None).collect(),
+                set: None,
+                scan: None,
+                suffix: (0..self.patterns.len()).map(|_| None).collect(),
+            },
         }
     }
 
@@ -508,6 +669,7 @@ impl PatternSet {
             matched,
             candidates,
             matched_bits,
+            caches,
             ..
         } = scratch;
         let mut any = self
@@ -516,7 +678,8 @@ impl PatternSet {
             .is_some_and(|l| l.candidates(line, from, candidates));
         if let Some(set) = &self.set {
             matched.clear();
-            set.which_overlapping_matches(&Input::new(line), matched);
+            let cache = caches.set.get_or_insert_with(|| set.create_cache());
+            set.which_overlapping_matches_with(cache, &Input::new(line), matched);
             for pid in matched.iter() {
                 let p = self.residual[pid.as_usize()];
                 candidates[p / 64] |= 1 << (p % 64);
@@ -527,6 +690,19 @@ impl PatternSet {
         if !any {
             return None;
         }
+        self.decide(line, scratch)
+    }
+
+    /// The first of the candidates marked in `scratch` (in priority order) that matches
+    /// `line` and is not vetoed; `matched_bits` marks candidates already known to match.
+    /// Clears both.
+    fn decide(&self, line: &[u8], scratch: &mut Scratch) -> Option<usize> {
+        let Scratch {
+            candidates,
+            matched_bits,
+            caches,
+            ..
+        } = scratch;
         let mut won = None;
         for (w, (bits, known)) in candidates
             .iter_mut()
@@ -537,11 +713,11 @@ impl PatternSet {
             while won.is_none() && b != 0 {
                 let bit = b.trailing_zeros() as usize;
                 b &= b - 1;
-                let p = &self.patterns[w * 64 + bit];
-                if (k >> bit & 1 == 1 || p.regex.is_match(line))
-                    && p.excludes.as_ref().is_none_or(|ex| !ex.is_match(line))
+                let i = w * 64 + bit;
+                let p = &self.patterns[i];
+                if (k >> bit & 1 == 1 || caches.is_match(i, p, line)) && !caches.vetoed(i, p, line)
                 {
-                    won = Some(w * 64 + bit);
+                    won = Some(i);
                 }
             }
         }
@@ -567,7 +743,8 @@ impl PatternSet {
             .locs
             .entry(index)
             .or_insert_with(|| p.regex.create_captures());
-        p.regex.search_captures(&Input::new(line), caps);
+        let cache = scratch.caches.patterns[index].get_or_insert_with(|| p.regex.create_cache());
+        p.regex.search_captures_with(cache, &Input::new(line), caps);
         if !caps.is_match() {
             return out;
         }
@@ -606,25 +783,30 @@ impl PatternSet {
             + u64::from(!buf.is_empty() && buf.last() != Some(&b'\n'));
         // `first_lit`: where the first literal at or after `start` begins (the buffer scan
         // found it), so the line's own literal search starts there.
-        let mut classify_line = |start: usize, first_lit: usize, hits: &mut [u64]| -> usize {
-            let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
-            let mut line = &buf[start..end];
-            line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.len() > max_line {
-                line = &line[..max_line];
-            }
-            let won = self.classify_from(line, first_lit.saturating_sub(start), scratch);
-            if let Some(i) = won {
-                hits[i] += 1;
-            }
-            on_line(line, won);
-            end + 1
-        };
+        let mut classify_line =
+            |start: usize, first_lit: usize, hits: &mut [u64], scratch: &mut Scratch| -> usize {
+                let end = memchr::memchr(b'\n', &buf[start..]).map_or(buf.len(), |i| start + i);
+                let mut line = &buf[start..end];
+                line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.len() > max_line {
+                    line = &line[..max_line];
+                }
+                let won = self.classify_from(line, first_lit.saturating_sub(start), scratch);
+                if let Some(i) = won {
+                    hits[i] += 1;
+                }
+                on_line(line, won);
+                end + 1
+            };
+        if let (Some(walk), Some(lits)) = (&self.walk, &self.literals) {
+            self.walk_buffer(walk, lits, buf, max_line, hits, scratch, on_line);
+            return lines;
+        }
         if self.set.is_some() && self.scan.is_none() {
             // A residual pattern with `\A`/`\z`: every line is a candidate.
             let mut at = 0;
             while at < buf.len() {
-                at = classify_line(at, at, hits);
+                at = classify_line(at, at, hits, scratch);
             }
             return lines;
         }
@@ -645,7 +827,12 @@ impl PatternSet {
                 // lines (see `build_scan`), so the line holding the end holds the match.
                 res = self.scan.as_ref().map_or(usize::MAX, |scan| {
                     let input = Input::new(buf).range(at..).earliest(true);
-                    scan.search_half(&input).map_or(usize::MAX, |m| m.offset())
+                    let cache = scratch
+                        .caches
+                        .scan
+                        .get_or_insert_with(|| scan.create_cache());
+                    scan.search_half_with(cache, &input)
+                        .map_or(usize::MAX, |m| m.offset())
                 });
             }
             let hit = lit.min(res);
@@ -653,9 +840,92 @@ impl PatternSet {
                 break;
             }
             let start = memchr::memrchr(b'\n', &buf[..hit]).map_or(0, |i| i + 1);
-            at = classify_line(start.max(at), lit, hits);
+            at = classify_line(start.max(at), lit, hits, scratch);
         }
         lines
+    }
+
+    /// [`count_buffer`](Self::count_buffer) with the counting DFA ([`Walk`]; no residual
+    /// patterns). The DFA runs over the whole buffer; no literal holds a `\n`, so after
+    /// each `\n` it is back in its start state and a literal it reports lies within one
+    /// line. At the first literal of a line the walk goes on to the line's end marking every
+    /// literal it passes, and the marked patterns are tried; a line holding no literal costs
+    /// one transition per byte and nothing else.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_buffer(
+        &self,
+        walk: &Walk,
+        lits: &Literals,
+        buf: &[u8],
+        max_line: usize,
+        hits: &mut [u64],
+        scratch: &mut Scratch,
+        mut on_line: impl FnMut(&[u8], Option<usize>),
+    ) {
+        use aho_corasick::automaton::Automaton;
+        let dfa = &walk.dfa;
+        let no = aho_corasick::Anchored::No;
+        // The literals ending at `line[..end]`: their patterns become candidates, except
+        // that a pattern whose matches end with them is checked there (`Walk::suffix`).
+        let mark = |sid, line: &[u8], end: usize, scratch: &mut Scratch| {
+            for k in 0..dfa.match_len(sid) {
+                let id = dfa.match_pattern(sid, k).as_usize();
+                for &p in &lits.owners[lits.own[id] as usize..lits.own[id + 1] as usize] {
+                    let (p, w, bit) = (p as usize, p as usize / 64, 1 << (p % 64));
+                    let rev = match self.ends_with_literal[p] {
+                        true => walk.suffix[p].get_or_init(|| self.reversed(p)).as_ref(),
+                        false => None,
+                    };
+                    let Some(rev) = rev else {
+                        scratch.candidates[w] |= bit;
+                        continue;
+                    };
+                    if scratch.matched_bits[w] & bit != 0 || end > line.len() {
+                        continue; // known to match, or the literal ran into a cut `\r`
+                    }
+                    let cache = scratch.caches.suffix[p].get_or_insert_with(|| rev.create_cache());
+                    let input = Input::new(line)
+                        .range(..end)
+                        .anchored(regex_automata::Anchored::Yes)
+                        .earliest(true);
+                    match rev.try_search_rev(cache, &input) {
+                        Ok(None) => {}
+                        Ok(Some(_)) => {
+                            scratch.candidates[w] |= bit;
+                            scratch.matched_bits[w] |= bit;
+                        }
+                        // Gave up (e.g. a Unicode word boundary): the forward search decides.
+                        Err(_) => scratch.candidates[w] |= bit,
+                    }
+                }
+            }
+        };
+        let mut at = 0;
+        while let Some((i, mut sid)) = walk.next_match(buf, at) {
+            // A literal ends at `i`: decide its line.
+            let start = memchr::memrchr(b'\n', &buf[..i]).map_or(0, |j| j + 1);
+            let end = memchr::memchr(b'\n', &buf[i..]).map_or(buf.len(), |j| i + j);
+            let full = &buf[start..end];
+            let line = full.strip_suffix(b"\r").unwrap_or(full);
+            let won = if line.len() > max_line {
+                // Only the head counts, as on every path: its own search.
+                self.classify_from(&line[..max_line], 0, scratch)
+            } else {
+                mark(sid, line, i + 1 - start, scratch);
+                for (j, &b) in buf.iter().enumerate().take(end).skip(i + 1) {
+                    sid = dfa.next_state(no, sid, b);
+                    if dfa.is_match(sid) {
+                        mark(sid, line, j + 1 - start, scratch);
+                    }
+                }
+                self.decide(line, scratch)
+            };
+            if let Some(w) = won {
+                hits[w] += 1;
+            }
+            on_line(line, won);
+            at = end + 1;
+        }
     }
 }
 
@@ -691,6 +961,8 @@ fn build_many(pats: &[&str], kind: MatchKind, multi_line: bool) -> Result<meta::
 /// known to be there before the lazy DFA runs anyway; one forward DFA pass is cheaper:
 /// 10,540 → 9,397 instructions per line of the default pack's counting (bench pack 1,994
 /// → 1,999).
+///
+/// Errors are worded as the `regex` crate words them ([`regex_error`]).
 fn build_pattern(src: &str) -> Result<meta::Regex, String> {
     let mut b = meta::Builder::new();
     b.configure(
@@ -700,7 +972,10 @@ fn build_pattern(src: &str) -> Result<meta::Regex, String> {
             .nfa_size_limit(Some(REGEX_SIZE_LIMIT)),
     )
     .syntax(syntax::Config::new().utf8(false));
-    b.build(src).map_err(|e| e.to_string())
+    b.build(src).map_err(|e| match e.syntax_error() {
+        Some(syntax) => regex_error(src, None, syntax),
+        None => regex_error(src, e.size_limit(), &e),
+    })
 }
 
 /// One regex for a pattern's `exclude`s, run only on lines the pattern matched.
@@ -831,19 +1106,30 @@ fn has_text_anchor(pattern: &str) -> bool {
     looks.contains(Look::Start) || looks.contains(Look::End)
 }
 
-fn compile_regex(file: &str, name: &str, field: &str, src: &str) -> Result<Regex, PatternError> {
-    RegexBuilder::new(src)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| {
-            let msg = match e {
-                regex::Error::CompiledTooBig(limit) => format!(
-                    "regex {src:?} compiles to more than the {limit}-byte limit; simplify it"
-                ),
-                other => format!("invalid regex {src:?}: {other}"),
-            };
-            invalid(file, name, field, msg)
-        })
+/// The message for a regex that does not build, worded as the `regex` crate words it: a
+/// size limit as our own sentence, anything else by its error (a syntax error as the
+/// parser gives it).
+fn regex_error(src: &str, size_limit: Option<usize>, error: &dyn std::fmt::Display) -> String {
+    match size_limit {
+        Some(limit) => {
+            format!("regex {src:?} compiles to more than the {limit}-byte limit; simplify it")
+        }
+        None => format!("invalid regex {src:?}: {error}"),
+    }
+}
+
+/// Checks one `exclude` on its own, as the `regex` crate would build it (syntax, then the
+/// NFA size limit), so an error names the exclude. Only the parser and the NFA compiler
+/// run: the excludes are built together by [`build_excludes`].
+fn check_exclude(file: &str, name: &str, field: &str, src: &str) -> Result<(), PatternError> {
+    use regex_automata::nfa::thompson;
+    let hir = syntax::parse_with(src, &syntax::Config::new().utf8(false))
+        .map_err(|e| invalid(file, name, field, regex_error(src, None, &e)))?;
+    thompson::Compiler::new()
+        .configure(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+        .build_from_hir(&hir)
+        .map_err(|e| invalid(file, name, field, regex_error(src, e.size_limit(), &e)))?;
+    Ok(())
 }
 
 fn compile_one(
@@ -866,12 +1152,13 @@ fn compile_one(
             ),
         ));
     }
-    // The `regex` crate's build checks the pattern and words its errors; matching uses
-    // `build_pattern`'s regex.
-    let checked = compile_regex(file, name, "regex", &raw.regex)?;
+    // Built once: the meta regex gives the errors (worded as the `regex` crate words them)
+    // and the capture names. Checking with the `regex` crate as well doubled the load:
+    // 175M of the default pack's 298M instructions.
+    let regex = build_pattern(&raw.regex).map_err(|e| invalid(file, name, "regex", e))?;
     let mut excludes = Vec::with_capacity(raw.exclude.len());
     for (i, ex) in raw.exclude.iter().enumerate() {
-        compile_regex(file, name, &format!("exclude[{i}]"), ex)?;
+        check_exclude(file, name, &format!("exclude[{i}]"), ex)?;
         excludes.push(ex.as_str());
     }
     let excludes = if excludes.is_empty() {
@@ -880,8 +1167,9 @@ fn compile_one(
         Some(build_excludes(&excludes).map_err(|e| invalid(file, name, "exclude", e))?)
     };
     let group = |field: &str, cap: &str| -> Result<usize, PatternError> {
-        checked
-            .capture_names()
+        regex
+            .group_info()
+            .pattern_names(regex_automata::PatternID::ZERO)
             .position(|n| n == Some(cap))
             .ok_or_else(|| {
                 invalid(
@@ -933,7 +1221,7 @@ fn compile_one(
         kind: Arc::from(raw.kind.as_str()),
         file: Arc::from(file),
         needs_captures: !labels.is_empty() || value.is_some(),
-        regex: build_pattern(&raw.regex).map_err(|e| invalid(file, name, "regex", e))?,
+        regex,
         source: raw.regex.clone(),
         excludes,
         labels,
@@ -1182,6 +1470,80 @@ mod tests {
             .filter(|&i| s.required_literals(i).is_some())
             .count();
         assert!(gated * 10 >= s.patterns().len() * 9, "{gated} gated");
+    }
+
+    #[test]
+    fn counting_walk_agrees_with_per_line_classification() {
+        let s = PatternSet::default_pack().unwrap();
+        let c = s.for_counting();
+        assert!(
+            s.walk.is_none() && c.walk.is_some(),
+            "the default pack walks a DFA"
+        );
+        let dev = include_str!("../fixtures/labeled-dev.tsv");
+        let lines: Vec<&str> = dev
+            .lines()
+            .filter_map(|l| l.splitn(3, '\t').nth(2))
+            .collect();
+        // CRLF endings, a line cut by `max_line` before its literal, no final newline.
+        let mut text = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            text.push_str(l);
+            text.push_str(if i % 3 == 0 { "\r\n" } else { "\n" });
+        }
+        let max_line = 120;
+        text.push_str(&"padding ".repeat(16));
+        text.push_str("OOMKilled\nKilled process 1 (x)");
+        let mut sc = c.scratch();
+        let mut want = vec![0; s.patterns().len()];
+        for line in text.lines() {
+            let line = &line.as_bytes()[..line.len().min(max_line)];
+            if let Some(w) = s.classify(line, &mut sc) {
+                want[w] += 1;
+            }
+        }
+        for set in [&s, &c] {
+            let mut hits = vec![0; s.patterns().len()];
+            let n = set.count_buffer(text.as_bytes(), max_line, &mut hits, &mut sc, |_, _| {});
+            assert_eq!(n, lines.len() as u64 + 2);
+            assert_eq!(hits, want);
+        }
+        assert!(want.iter().sum::<u64>() > 50, "{want:?}");
+    }
+
+    #[test]
+    fn counting_walk_checks_literal_suffixes_in_place() {
+        // `klog-error` ends with its only literal, `] `: the walk checks each occurrence by a
+        // reverse search instead of running the pattern forward.
+        let s = PatternSet::default_pack().unwrap();
+        let c = s.for_counting();
+        let klog = s.find("klog-error").unwrap();
+        assert!(c.ends_with_literal[klog]);
+        let text = "E1123 10:00:00.123456   42 server.go:118] boom\n\
+            [x] E1123 10:00:00.1 1 a.go:1] \n\
+            I1123 10:00:00.123456   42 server.go:118] fine\n\
+            x\tF1123 10:00:00.5 7 [^:]:9] ] \n\
+            E1123 10:00:00.5 7 a.go:9]\r\n\
+            E1123 10:00:00.5 7 a.go:9] \r\n\
+            [2026-11-23 10:00:00,007: INFO/MainProcess] Task x] received\n\
+            E1123 10:00:00.5 7 a.go:x] ] E1123 10:00:00.5 7 b.go:2] \n";
+        let mut sc = c.scratch();
+        let mut want = vec![0; s.patterns().len()];
+        for line in text.lines() {
+            if let Some(w) = s.classify_naive(line.as_bytes()) {
+                want[w] += 1;
+            }
+        }
+        assert_eq!(want[klog], 4, "{want:?}");
+        let mut hits = vec![0; s.patterns().len()];
+        c.count_buffer(text.as_bytes(), 1 << 16, &mut hits, &mut sc, |_, _| {});
+        assert_eq!(hits, want);
+    }
+
+    #[test]
+    fn counting_walk_is_only_for_many_literals() {
+        let s = pack(TWO).for_counting();
+        assert!(s.walk.is_none(), "a few literals keep their SIMD search");
     }
 
     #[test]

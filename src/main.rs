@@ -541,7 +541,8 @@ fn cmd_classify(args: ClassifyArgs) -> anyhow::Result<()> {
             || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             usize::from,
         );
-        count_lines(&set, config.max_line_bytes, inputs, threads, &mut out)?;
+        let counting = set.for_counting();
+        count_lines(&counting, config.max_line_bytes, inputs, threads, &mut out)?;
     } else if args.lines {
         classify_lines(&set, config.max_line_bytes, inputs, args.format, &mut out)?;
     } else {

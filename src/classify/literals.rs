@@ -51,6 +51,26 @@ pub fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     Some(set)
 }
 
+/// The strings one of which ends every match of `hir`: the trailing run of exact children
+/// of a top-level concatenation (`[0-9]+:[0-9]+\] ` gives `] `), or `None`.
+pub fn suffix(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+    let HirKind::Concat(subs) = hir.kind() else {
+        return None;
+    };
+    let mut acc = vec![Vec::new()];
+    for sub in subs.iter().rev().take(MAX_RUN) {
+        let Some(e) = exact(sub) else { break };
+        match product(&e, &acc) {
+            Some(p) => acc = p,
+            None => break,
+        }
+    }
+    let mut set = nonempty(acc)?;
+    set.sort();
+    set.dedup();
+    Some(set)
+}
+
 /// Every string `hir` matches, when that set is finite and small.
 fn exact(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     match hir.kind() {
@@ -256,6 +276,26 @@ mod tests {
         assert_eq!(lits("(?:foo)?barbaz"), strs(&["barbaz"]));
         assert_eq!(lits("x(?:foo)?y"), strs(&["xfooy", "xy"]));
         assert_eq!(lits("x(?:foo)?"), None);
+    }
+
+    #[test]
+    fn suffixes_are_the_trailing_exact_run() {
+        let suf = |p: &str| {
+            let hir = regex_syntax::ParserBuilder::new()
+                .utf8(false)
+                .build()
+                .parse(p)
+                .unwrap();
+            suffix(&hir).map(|s| {
+                s.into_iter()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(suf(r"[0-9]+:[0-9]+\] "), strs(&["] "]));
+        assert_eq!(suf(r"x[0-9] (ERROR|WARN)"), strs(&[" ERROR", " WARN"]));
+        assert_eq!(suf(r"ab[0-9]+"), None);
+        assert_eq!(suf(r"abc|d"), None);
     }
 
     #[test]
