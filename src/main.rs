@@ -354,6 +354,14 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // The handlers go in now, before any stage runs: installed when the shutdown future was
+    // first polled, a SIGTERM that came after the first events but before that killed the
+    // process with nothing drained (`sigterm_drains_and_exits_cleanly_while_stdin_is_open`
+    // failed 3 runs in 5 on a busy machine).
+    let shutdown = {
+        let _runtime = rt.enter();
+        shutdown_signal()
+    };
     let report = rt.block_on(app::run(
         config,
         app::RunOptions {
@@ -361,7 +369,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
             stdout: None,
             reload: Some(reload),
         },
-        shutdown_signal(),
+        shutdown,
     ));
     // Tokio reads stdin on a blocking thread that stays in read(2) while the writer keeps the
     // pipe open; dropping the runtime would wait for it forever after a SIGTERM. Everything
@@ -372,21 +380,25 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C), logging which.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT (Ctrl-C) handlers at once (inside the runtime) and
+/// returns what resolves on either, logging which.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "received signal, starting shutdown");
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::warn!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "received signal, starting shutdown");
+    }
 }
 
 fn cmd_check(path: &Path) -> anyhow::Result<()> {
