@@ -563,9 +563,9 @@ mod tests {
         let cfg =
             Config::from_str_named("t.toml", "[tailer]\ncatch_up_window = \"5m\"\n", None).unwrap();
         let mut guard = BackfillGuard::new(&cfg);
-        guard.window = Duration::from_secs(300); // no host offset in the test
-                                                 // 2026-11-23 10:00:00Z
-        let now = Ts(1_795_428_000_000);
+        // No host offset in the test.
+        guard.window = Duration::from_secs(300);
+        let now = Ts(1_795_428_000_000); // 2026-11-23 10:00:00Z
         let mut lines = vec![
             catch_up("a", 1, "2026-11-23 08:00:00,000 ERROR [x] old"),
             catch_up("a", 1, "no timestamp here"),
