@@ -649,37 +649,47 @@ fn read_chunks(
     let max_line = max_line.max(1);
     let mut spare: Option<Vec<u8>> = None;
     for (name, mut input) in inputs {
+        // `buf[..len]` is the data; the rest of `buf` was written before (zeros or an older
+        // chunk's bytes) and is read into as it is: zero-filling 4 MiB before every read was
+        // a memset of the whole input on the reader thread.
         let mut buf: Vec<u8> = Vec::with_capacity(COUNT_CHUNK + 4096);
+        let mut len = 0;
         // True while the head of an over-long line ends `buf` and the rest is being dropped.
         let mut skipping = false;
         loop {
-            let start = buf.len();
-            buf.resize(COUNT_CHUNK.max(start + (64 << 10)), 0);
-            let n = read_full(&mut input, &mut buf[start..])
+            let start = len;
+            let want = COUNT_CHUNK.max(start + (64 << 10));
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            let n = read_full(&mut input, &mut buf[start..want])
                 .with_context(|| format!("reading {name}"))?;
-            buf.truncate(start + n);
+            len = start + n;
             let eof = n == 0;
             if skipping {
-                match memchr::memchr(b'\n', &buf[start..]) {
+                match memchr::memchr(b'\n', &buf[start..len]) {
                     Some(i) => {
-                        buf.drain(start..start + i); // the head meets its `\n`
+                        // The head meets its `\n`.
+                        buf.copy_within(start + i..len, start);
+                        len -= i;
                         skipping = false;
                     }
                     None if eof => skipping = false,
                     None => {
-                        buf.truncate(start);
+                        len = start;
                         continue;
                     }
                 }
             }
             let end = if eof {
-                buf.len()
+                len
             } else {
                 // The bytes before `start` are a line's beginning: no `\n` there.
-                let line_start = memchr::memrchr(b'\n', &buf[start..]).map_or(0, |i| start + i + 1);
+                let line_start =
+                    memchr::memrchr(b'\n', &buf[start..len]).map_or(0, |i| start + i + 1);
                 // More than `max_line` plus a possible `\r`, and no `\n` yet: over-long.
-                if buf.len() - line_start > max_line + 1 {
-                    buf.truncate(line_start + max_line);
+                if len - line_start > max_line + 1 {
+                    len = line_start + max_line;
                     skipping = true;
                 }
                 line_start
@@ -687,11 +697,16 @@ fn read_chunks(
             if end == 0 && !eof {
                 continue; // no whole line yet: read on into the same buffer
             }
+            // The partial line after `end` moves to the front of the next buffer.
             let mut next = spare.take().unwrap_or_default();
-            next.clear();
-            next.extend_from_slice(&buf[end..]);
+            let left = len - end;
+            if next.len() < left {
+                next.resize(left, 0);
+            }
+            next[..left].copy_from_slice(&buf[end..len]);
+            len = left;
             buf.truncate(end);
-            if !buf.is_empty() {
+            if end > 0 {
                 spare = chunk(std::mem::replace(&mut buf, next));
             } else {
                 buf = next;
