@@ -22,7 +22,7 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, MatchKind};
 use regex::bytes::Regex;
 
-use crate::classify::{kind_rank, FoldTarget, PatternSet, Scratch};
+use crate::classify::{kind_rank, Extracted, FoldTarget, PatternSet, Scratch};
 use crate::config::RecordConfig;
 use crate::event::{display_text, is_utf8, Event, Labels, Line, Message, Ts};
 
@@ -208,28 +208,15 @@ fn prepare(
     bytes: &[u8],
     scratch: &mut Scratch,
 ) -> Prepared {
-    let utf8 = is_utf8(bytes);
-    let start = grammar.and_then(|g| g.start(bytes));
-    match patterns.classify(bytes, scratch) {
-        None => Prepared {
-            winner: None,
-            labels: Labels::new(),
-            value: None,
-            utf8,
-            records: grammar.is_some(),
-            start,
-        },
-        Some(i) => {
-            let x = patterns.extract(i, bytes, scratch);
-            Prepared {
-                winner: Some(i),
-                labels: x.labels,
-                value: x.value,
-                utf8,
-                records: grammar.is_some(),
-                start,
-            }
-        }
+    let winner = patterns.classify(bytes, scratch);
+    let x = winner.map_or_else(Extracted::default, |i| patterns.extract(i, bytes, scratch));
+    Prepared {
+        winner,
+        labels: x.labels,
+        value: x.value,
+        utf8: is_utf8(bytes),
+        records: grammar.is_some(),
+        start: grammar.and_then(|g| g.start(bytes)),
     }
 }
 
@@ -367,31 +354,23 @@ impl Classifier {
             .collect();
         let (ma, mb) = multi.split_at(a.len());
         let grammar = &self.grammar;
+        let prep = |lines: &[Line], multi: &[bool], s: &mut Scratch| -> Vec<Prepared> {
+            lines
+                .iter()
+                .zip(multi)
+                .map(|(l, &m)| prepare(patterns, m.then_some(grammar), &l.bytes, s))
+                .collect()
+        };
         let (s1, s2) = (&mut self.scratch, &mut self.scratch2);
         let s2 = s2.get_or_insert_with(|| patterns.scratch());
         // The halves stay two vectors, chained below: joining them copied every result.
         let (pa, pb): (Vec<Prepared>, Vec<Prepared>) = std::thread::scope(|sc| {
-            let hb = sc.spawn(|| {
-                b.iter()
-                    .zip(mb)
-                    .map(|(l, &m)| prepare(patterns, m.then_some(grammar), &l.bytes, s2))
-                    .collect::<Vec<_>>()
-            });
-            let pa = a
-                .iter()
-                .zip(ma)
-                .map(|(l, &m)| prepare(patterns, m.then_some(grammar), &l.bytes, s1))
-                .collect();
+            let hb = sc.spawn(|| prep(b, mb, s2));
+            let pa = prep(a, ma, s1);
             match hb.join() {
                 Ok(pb) => (pa, pb),
                 // Cannot happen (prepare does not panic on input); stay correct anyway.
-                Err(_) => (
-                    pa,
-                    b.iter()
-                        .zip(mb)
-                        .map(|(l, &m)| prepare(patterns, m.then_some(grammar), &l.bytes, s1))
-                        .collect(),
-                ),
+                Err(_) => (pa, prep(b, mb, s1)),
             }
         });
         // Nearly every event of a batch is one of its matched lines: size `out` once (a

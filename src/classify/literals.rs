@@ -221,17 +221,22 @@ fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8
 mod tests {
     use super::*;
 
-    fn lits(pattern: &str) -> Option<Vec<String>> {
+    /// `of(pattern's HIR)` as text.
+    fn strings(pattern: &str, of: fn(&Hir) -> Option<Vec<Vec<u8>>>) -> Option<Vec<String>> {
         let hir = regex_syntax::ParserBuilder::new()
             .utf8(false)
             .build()
             .parse(pattern)
             .unwrap();
-        required(&hir).map(|s| {
+        of(&hir).map(|s| {
             s.into_iter()
                 .map(|l| String::from_utf8_lossy(&l).into_owned())
                 .collect()
         })
+    }
+
+    fn lits(pattern: &str) -> Option<Vec<String>> {
+        strings(pattern, required)
     }
 
     fn strs(v: &[&str]) -> Option<Vec<String>> {
@@ -280,18 +285,7 @@ mod tests {
 
     #[test]
     fn suffixes_are_the_trailing_exact_run() {
-        let suf = |p: &str| {
-            let hir = regex_syntax::ParserBuilder::new()
-                .utf8(false)
-                .build()
-                .parse(p)
-                .unwrap();
-            suffix(&hir).map(|s| {
-                s.into_iter()
-                    .map(|l| String::from_utf8_lossy(&l).into_owned())
-                    .collect::<Vec<_>>()
-            })
-        };
+        let suf = |p: &str| strings(p, suffix);
         assert_eq!(suf(r"[0-9]+:[0-9]+\] "), strs(&["] "]));
         assert_eq!(suf(r"x[0-9] (ERROR|WARN)"), strs(&[" ERROR", " WARN"]));
         assert_eq!(suf(r"ab[0-9]+"), None);
