@@ -432,7 +432,8 @@ impl Source {
     /// Re-expands the glob and reconciles it with the open files.
     fn scan(&mut self, ctx: &mut Ctx<'_>, now: Ts, initial: bool) {
         let mut failing: HashSet<PathBuf> = HashSet::new();
-        let mut found: Vec<(PathBuf, FileId)> = Vec::new();
+        // Each match with its identity and modification time.
+        let mut found: Vec<(PathBuf, FileId, Option<std::time::SystemTime>)> = Vec::new();
         let entries = match glob::glob(&self.glob) {
             Ok(e) => e,
             Err(e) => {
@@ -446,7 +447,9 @@ impl Source {
         for entry in entries {
             match entry {
                 Ok(p) => match fs::metadata(&p) {
-                    Ok(md) if md.is_file() => found.push((p, (md.dev(), md.ino()))),
+                    Ok(md) if md.is_file() => {
+                        found.push((p, (md.dev(), md.ino()), md.modified().ok()));
+                    }
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => self.scan_failed(ctx, &mut failing, &p, "cannot stat file", &e),
@@ -458,7 +461,7 @@ impl Source {
             }
         }
         let mut at: HashMap<FileId, Vec<&PathBuf>> = HashMap::new();
-        for (p, id) in &found {
+        for (p, id, _) in &found {
             at.entry(*id).or_default().push(p);
         }
 
@@ -497,8 +500,13 @@ impl Source {
             }
         }
 
-        // New identities: open them.
-        for (path, id) in found {
+        // New identities: open them, least recently written first, since files are read in
+        // the order they were opened: a file rotated away (`app.log.250`) and its successor
+        // (`app.log`) that appear in the same scan are read in the order they were written,
+        // not in glob order (`python_watched_file_handler` saw line 1 after line 287 when
+        // the writer was quicker than the first scan).
+        found.sort_by_key(|(_, _, modified)| *modified);
+        for (path, id, _) in found {
             if self.files.contains_key(&id) {
                 continue;
             }
