@@ -9,7 +9,7 @@
 //! evaluates once more, notify delivers what it holds). End of stdin ends the sources the
 //! same way, so a finished pipe drains exactly like SIGTERM.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -27,7 +27,8 @@ use crate::counters::{self, CounterInput, CountersReport, LineCount};
 use crate::event::{same_str, Event, Line, Ts};
 use crate::notify::{self, NotifySetup, NotifyStats, StdoutFactory};
 use crate::ops::{self, Hub};
-use crate::records::{Classifier, ClassifyStats};
+use crate::prepare::{Pending, PreparePool};
+use crate::records::{Classifier, ClassifyStats, PreparedBatch};
 pub use crate::reload::layout_of;
 use crate::reload::{classifier_for, Pipeline};
 use crate::sources;
@@ -366,23 +367,39 @@ pub async fn classify_stage(
     let mut tick = tokio::time::interval(CLASSIFY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events_failed = false;
+    let pool = match PreparePool::new() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start pattern threads; classifying on the stage's own");
+            None
+        }
+    };
+    // Batches handed to the pool, oldest first, with their line counts.
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
     loop {
         let mut out = Vec::new();
         let mut counts: Vec<LineCount> = Vec::new();
+        let room = pool.as_ref().map_or(1, PreparePool::depth) > inflight.len();
         let open = tokio::select! {
-            batch = rx.recv() => match batch {
+            biased;
+            // The oldest batch's pattern work is done: its record logic, in order.
+            done = oldest(&mut inflight) => {
+                settle(&mut classifier, done, &mut out, &mut counts);
+                true
+            }
+            batch = rx.recv(), if room => match batch {
                 Some(mut lines) => {
                     guard.mark(&mut lines, clock.now());
-                    // The batch's pattern work may use a second thread: let the runtime
-                    // move other tasks off this worker meanwhile.
-                    let multi = tokio::runtime::Handle::current().runtime_flavor()
-                        == tokio::runtime::RuntimeFlavor::MultiThread;
-                    if multi {
-                        tokio::task::block_in_place(|| classifier.push_batch(&lines, &mut out));
-                    } else {
-                        classifier.push_batch(&lines, &mut out);
-                    }
                     count_lines(&lines, &mut counts);
+                    match &pool {
+                        Some(pool) => {
+                            let n = lines.len();
+                            let pending = pool.submit(classifier.job(lines));
+                            inflight.push_back(InFlight { pending, counts, n });
+                            continue;
+                        }
+                        None => classifier.push_batch(&lines, &mut out),
+                    }
                     true
                 }
                 None => false,
@@ -393,7 +410,13 @@ pub async fn classify_stage(
                 true
             }
             Some(mut next) = reload.recv() => {
-                // Open records end with the old patterns; the counts carry on.
+                // Batches in flight were searched with the old patterns: they go first; then
+                // open records end with the old patterns; the counts carry on.
+                while let Some(f) = inflight.front_mut() {
+                    let done = wait(f).await;
+                    inflight.pop_front();
+                    settle(&mut classifier, done, &mut out, &mut counts);
+                }
                 classifier.finish(&mut out);
                 next.stats = classifier.stats.clone();
                 if events_out.is_none() {
@@ -404,6 +427,11 @@ pub async fn classify_stage(
             }
         };
         if !open {
+            while let Some(f) = inflight.front_mut() {
+                let done = wait(f).await;
+                inflight.pop_front();
+                settle(&mut classifier, done, &mut out, &mut counts);
+            }
             classifier.finish(&mut out);
         }
         if !out.is_empty() || !counts.is_empty() {
@@ -429,6 +457,50 @@ pub async fn classify_stage(
     }
     status.send_replace(classifier.stats.clone());
     classifier.stats.clone()
+}
+
+/// A batch in the [`PreparePool`].
+struct InFlight {
+    pending: Pending,
+    /// Its line counts, sent with its events.
+    counts: Vec<LineCount>,
+    /// How many lines it has.
+    n: usize,
+}
+
+/// The oldest batch in flight, once its pattern work is done (never, with none in flight).
+async fn oldest(inflight: &mut VecDeque<InFlight>) -> (Option<PreparedBatch>, Vec<LineCount>) {
+    let Some(f) = inflight.front_mut() else {
+        return std::future::pending().await;
+    };
+    let done = wait(f).await;
+    inflight.pop_front();
+    done
+}
+
+/// A batch's result; `None` if its thread died (cannot happen: a job catches its panics).
+async fn wait(f: &mut InFlight) -> (Option<PreparedBatch>, Vec<LineCount>) {
+    let batch = (&mut f.pending).await.ok();
+    if batch.is_none() {
+        tracing::error!(
+            lines = f.n,
+            "a pattern thread died with a batch; its lines are lost"
+        );
+    }
+    (batch, std::mem::take(&mut f.counts))
+}
+
+/// A finished batch through the record logic: its events to `out`, its counts to `counts`.
+fn settle(
+    classifier: &mut Classifier,
+    (batch, c): (Option<PreparedBatch>, Vec<LineCount>),
+    out: &mut Vec<Event>,
+    counts: &mut Vec<LineCount>,
+) {
+    if let Some(batch) = batch {
+        classifier.push_prepared_batch(batch, out);
+    }
+    counts.extend(c);
 }
 
 /// Lines per (source, labels) of one batch: one entry per source, not per line.

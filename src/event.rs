@@ -317,6 +317,11 @@ impl Labels {
         self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
     }
 
+    /// The `(name, value)` pairs in name order, taken out.
+    pub fn into_pairs(self) -> Vec<(Arc<str>, Arc<str>)> {
+        self.0
+    }
+
     /// True when there are no labels.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

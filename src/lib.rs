@@ -14,6 +14,7 @@
 //! - [`sources`]: bytes → lines (stdin; files), one line splitter for all.
 //! - [`classify`]: pattern packs compiled into a `PatternSet`: one line → the winning pattern.
 //! - [`records`]: per-source multi-line records (tracebacks) and incident folding → `Event`s.
+//! - [`prepare`]: the daemon's pattern work on a pool of threads, results taken in order.
 //! - [`window`]: rolling counts over time buckets, time passed in.
 //! - [`rules`]: rules over windows and the alert lifecycle, pure.
 //! - [`queues`]: Redis queue-depth polling (keys, SCAN globs, Celery/RQ/Sidekiq/BullMQ
@@ -37,6 +38,7 @@ pub mod counters;
 pub mod event;
 pub mod notify;
 pub mod ops;
+pub mod prepare;
 pub mod queues;
 pub mod records;
 pub mod reload;

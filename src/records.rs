@@ -223,6 +223,91 @@ fn prepare(
 /// Batches at least this long are prepared on two threads.
 const PARALLEL_BATCH: usize = 512;
 
+fn prepare_all(
+    patterns: &PatternSet,
+    grammar: &Grammar,
+    lines: &[Line],
+    multi: &[bool],
+    scratch: &mut Scratch,
+) -> Vec<Prepared> {
+    lines
+        .iter()
+        .zip(multi)
+        .map(|(l, &m)| prepare(patterns, m.then_some(grammar), &l.bytes, scratch))
+        .collect()
+}
+
+/// A batch's pattern work (multi-pattern search, captures, record starts), detached from
+/// its [`Classifier`] so that it can run on any thread: [`Classifier::job`] makes it,
+/// [`run`](PrepareJob::run) does it, [`Classifier::push_prepared_batch`] takes the result.
+pub struct PrepareJob {
+    lines: Vec<Line>,
+    multi: Vec<bool>,
+    patterns: Arc<PatternSet>,
+    grammar: Arc<Grammar>,
+}
+
+impl PrepareJob {
+    /// The patterns the job classifies with (a worker keeps a [`Scratch`] for them).
+    pub fn patterns(&self) -> &Arc<PatternSet> {
+        &self.patterns
+    }
+
+    /// Does the pattern work. `scratch` must come from [`patterns`](PrepareJob::patterns).
+    /// Should it panic (a bug: nothing in it panics on input), the batch comes back undone
+    /// rather than lost, and `scratch` should be made anew.
+    pub fn run(self, scratch: &mut Scratch) -> PreparedBatch {
+        let pre = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            prepare_all(
+                &self.patterns,
+                &self.grammar,
+                &self.lines,
+                &self.multi,
+                scratch,
+            )
+        }));
+        PreparedBatch {
+            lines: self.lines,
+            pre: pre.ok(),
+            patterns: self.patterns,
+        }
+    }
+
+    /// The job undone: [`Classifier::push_prepared_batch`] does its work in place.
+    pub fn undone(self) -> PreparedBatch {
+        PreparedBatch {
+            lines: self.lines,
+            pre: None,
+            patterns: self.patterns,
+        }
+    }
+}
+
+/// The result of a [`PrepareJob`].
+pub struct PreparedBatch {
+    lines: Vec<Line>,
+    /// One per line; `None` when the job was not run.
+    pre: Option<Vec<Prepared>>,
+    patterns: Arc<PatternSet>,
+}
+
+impl PreparedBatch {
+    /// The pattern work was done (else [`Classifier::push_prepared_batch`] does it).
+    pub fn is_prepared(&self) -> bool {
+        self.pre.is_some()
+    }
+
+    /// How many lines the batch has.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// The batch has no lines.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
 /// One classified physical line inside a record.
 #[derive(Debug)]
 struct RecLine {
@@ -270,7 +355,7 @@ pub struct Classifier {
     scratch2: Option<Scratch>,
     /// More than one CPU: long batches are prepared on two threads.
     parallel: bool,
-    grammar: Grammar,
+    grammar: Arc<Grammar>,
     records: RecordConfig,
     max_label_values: usize,
     label_values: HashMap<Arc<str>, HashSet<Arc<str>>>,
@@ -296,7 +381,7 @@ impl Classifier {
             scratch2: None,
             parallel: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             patterns,
-            grammar: Grammar::new(),
+            grammar: Arc::new(Grammar::new()),
             records,
             max_label_values,
             label_values: HashMap::new(),
@@ -338,32 +423,14 @@ impl Classifier {
             return;
         }
         let (a, b) = lines.split_at(lines.len() / 2);
-        let patterns = &*self.patterns;
-        // Record starts only for lines that may start one (a lookup per run of one source).
-        let mut last: Option<(&Arc<str>, bool)> = None;
-        let multi: Vec<bool> = lines
-            .iter()
-            .map(|l| match last {
-                Some((s, m)) if Arc::ptr_eq(s, &l.source) => m,
-                _ => {
-                    let m = !self.single_line_sources.contains(&l.source);
-                    last = Some((&l.source, m));
-                    m
-                }
-            })
-            .collect();
+        let multi = self.multi_flags(lines);
         let (ma, mb) = multi.split_at(a.len());
-        let grammar = &self.grammar;
+        let (patterns, grammar) = (&*self.patterns, &*self.grammar);
         let prep = |lines: &[Line], multi: &[bool], s: &mut Scratch| -> Vec<Prepared> {
-            lines
-                .iter()
-                .zip(multi)
-                .map(|(l, &m)| prepare(patterns, m.then_some(grammar), &l.bytes, s))
-                .collect()
+            prepare_all(patterns, grammar, lines, multi, s)
         };
         let (s1, s2) = (&mut self.scratch, &mut self.scratch2);
         let s2 = s2.get_or_insert_with(|| patterns.scratch());
-        // The halves stay two vectors, chained below: joining them copied every result.
         let (pa, pb): (Vec<Prepared>, Vec<Prepared>) = std::thread::scope(|sc| {
             let hb = sc.spawn(|| prep(b, mb, s2));
             let pa = prep(a, ma, s1);
@@ -373,10 +440,76 @@ impl Classifier {
                 Err(_) => (pa, prep(b, mb, s1)),
             }
         });
+        self.push_all_prepared(lines, vec![pa, pb], out);
+    }
+
+    /// The pattern work of a batch as a job for another thread ([`crate::prepare`]), so
+    /// this classifier can go on with the record logic of earlier batches meanwhile.
+    pub fn job(&self, lines: Vec<Line>) -> PrepareJob {
+        PrepareJob {
+            multi: self.multi_flags(&lines),
+            lines,
+            patterns: self.patterns.clone(),
+            grammar: self.grammar.clone(),
+        }
+    }
+
+    /// [`push_batch`](Classifier::push_batch) for a batch whose job ran: the record logic,
+    /// in order. A batch prepared with other patterns (a reload came between) is pushed
+    /// line by line. Gives the lines back.
+    pub fn push_prepared_batch(&mut self, batch: PreparedBatch, out: &mut Vec<Event>) -> Vec<Line> {
+        let PreparedBatch {
+            lines,
+            pre,
+            patterns,
+        } = batch;
+        match pre {
+            Some(pre) if Arc::ptr_eq(&patterns, &self.patterns) => {
+                self.push_all_prepared(&lines, vec![pre], out)
+            }
+            _ => {
+                for l in &lines {
+                    self.push(l, out);
+                }
+            }
+        }
+        lines
+    }
+
+    /// Whether each line's source joins records (a lookup per run of one source).
+    fn multi_flags(&self, lines: &[Line]) -> Vec<bool> {
+        let mut last: Option<(&Arc<str>, bool)> = None;
+        lines
+            .iter()
+            .map(|l| match last {
+                Some((s, m)) if Arc::ptr_eq(s, &l.source) => m,
+                _ => {
+                    let m = !self.single_line_sources.contains(&l.source);
+                    last = Some((&l.source, m));
+                    m
+                }
+            })
+            .collect()
+    }
+
+    /// `parts`: the lines' [`Prepared`] in order, in one or more pieces (a batch's halves
+    /// stay two vectors: joining them copied every result).
+    fn push_all_prepared(
+        &mut self,
+        lines: &[Line],
+        parts: Vec<Vec<Prepared>>,
+        out: &mut Vec<Event>,
+    ) {
         // Nearly every event of a batch is one of its matched lines: size `out` once (a
         // vector of ~200-byte events grown by doubling was copied about twice over).
-        out.reserve(pa.iter().chain(&pb).filter(|p| p.winner.is_some()).count());
-        for (l, p) in lines.iter().zip(pa.into_iter().chain(pb)) {
+        out.reserve(
+            parts
+                .iter()
+                .flatten()
+                .filter(|p| p.winner.is_some())
+                .count(),
+        );
+        for (l, p) in lines.iter().zip(parts.into_iter().flatten()) {
             self.push_prepared(l, Some(p), out);
         }
     }
@@ -682,9 +815,9 @@ impl Classifier {
         lines: u32,
     ) -> Event {
         let mut labels = source_labels.clone();
-        for (k, v) in captured.iter() {
-            let v = self.cap_label(k, v);
-            labels.insert(Arc::from(k), v);
+        for (k, v) in captured.into_pairs() {
+            let v = self.cap_label(&k, v);
+            labels.insert(k, v);
         }
         let p = &self.patterns.patterns()[winner];
         let signature =
@@ -706,18 +839,22 @@ impl Classifier {
         }
     }
 
-    fn cap_label(&mut self, name: &str, value: &str) -> Arc<str> {
-        let set = self.label_values.entry(Arc::from(name)).or_default();
-        if let Some(v) = set.get(value) {
+    /// `value`, or the copy of it seen first (so equal values share one allocation), or
+    /// [`OTHER_LABEL_VALUE`] past the label's cap. Allocates nothing for a value seen before.
+    fn cap_label(&mut self, name: &Arc<str>, value: Arc<str>) -> Arc<str> {
+        let set = match self.label_values.get_mut(&**name) {
+            Some(set) => set,
+            None => self.label_values.entry(name.clone()).or_default(),
+        };
+        if let Some(v) = set.get(&*value) {
             return v.clone();
         }
         if set.len() >= self.max_label_values {
             self.stats.label_overflow += 1;
             return Arc::from(OTHER_LABEL_VALUE);
         }
-        let v: Arc<str> = Arc::from(value);
-        set.insert(v.clone());
-        v
+        set.insert(value.clone());
+        value
     }
 
     fn emit_or_hold(
@@ -1235,7 +1372,7 @@ mod tests {
     }
 
     #[test]
-    fn a_parallel_batch_gives_exactly_the_events_of_line_by_line() {
+    fn batches_on_threads_give_exactly_the_events_of_line_by_line() {
         // The demo log (tracebacks, folds, plain lines) with the default pack, three times
         // over: well past the parallel threshold.
         let demo = include_str!("../fixtures/demo/worker.log").repeat(3);
@@ -1261,30 +1398,73 @@ mod tests {
             })
             .collect();
         assert!(lines.len() >= PARALLEL_BATCH);
-        let run = |batch: bool| {
+        #[derive(Clone, Copy, Debug)]
+        enum How {
+            LineByLine,
+            /// `push_batch`: halves on two threads.
+            Halves,
+            /// Batches of 37 lines through a pool of two threads, three in flight.
+            Pool,
+            /// Jobs made by a classifier with other patterns (one more in front, so every
+            /// index differs), as after a reload: each batch is pushed line by line.
+            StalePool,
+        }
+        let pool = crate::prepare::PreparePool::with_threads(2).unwrap();
+        let run = |how: How| {
             let mut c = Classifier::new(set.clone(), RecordConfig::default(), 100);
             c.parallel = true;
+            let first = "[[pattern]]\nname = \"never\"\nkind = \"error\"\nregex = '^never$'\n";
+            let shifted = PatternSet::compile(
+                &[
+                    parse_pack("first", first).unwrap(),
+                    parse_pack("default", crate::classify::DEFAULT_PACK).unwrap(),
+                ],
+                &[],
+            )
+            .unwrap();
+            let other = Classifier::new(Arc::new(shifted), RecordConfig::default(), 100);
             let mut out = Vec::new();
-            if batch {
-                c.push_batch(&lines, &mut out);
-            } else {
-                for l in &lines {
-                    c.push(l, &mut out);
+            match how {
+                How::LineByLine => {
+                    for l in &lines {
+                        c.push(l, &mut out);
+                    }
+                }
+                How::Halves => c.push_batch(&lines, &mut out),
+                How::Pool | How::StalePool => {
+                    let maker = if matches!(how, How::Pool) { &c } else { &other };
+                    let jobs: Vec<PrepareJob> =
+                        lines.chunks(37).map(|b| maker.job(b.to_vec())).collect();
+                    let mut inflight = std::collections::VecDeque::new();
+                    for job in jobs {
+                        inflight.push_back(pool.submit(job));
+                        if inflight.len() == 3 {
+                            let batch = inflight.pop_front().unwrap().blocking_recv().unwrap();
+                            assert!(batch.is_prepared());
+                            c.push_prepared_batch(batch, &mut out);
+                        }
+                    }
+                    for rx in inflight {
+                        c.push_prepared_batch(rx.blocking_recv().unwrap(), &mut out);
+                    }
                 }
             }
             c.finish(&mut out);
             (out, c.stats.clone())
         };
-        let (one, s1) = run(false);
-        let (two, s2) = run(true);
-        assert_eq!(s1, s2);
+        let (one, s1) = run(How::LineByLine);
         assert!(one.len() > 60, "the demo's events: {}", one.len());
-        assert_eq!(one.len(), two.len());
-        for (a, b) in one.iter().zip(&two) {
-            assert_eq!(
-                serde_json::to_string(a).unwrap(),
-                serde_json::to_string(b).unwrap()
-            );
+        for how in [How::Halves, How::Pool, How::StalePool] {
+            let (two, s2) = run(how);
+            assert_eq!(s1, s2, "{how:?}");
+            assert_eq!(one.len(), two.len(), "{how:?}");
+            for (a, b) in one.iter().zip(&two) {
+                assert_eq!(
+                    serde_json::to_string(a).unwrap(),
+                    serde_json::to_string(b).unwrap(),
+                    "{how:?}"
+                );
+            }
         }
     }
 
