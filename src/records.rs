@@ -296,16 +296,6 @@ impl PreparedBatch {
     pub fn is_prepared(&self) -> bool {
         self.pre.is_some()
     }
-
-    /// How many lines the batch has.
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    /// The batch has no lines.
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
 }
 
 /// One classified physical line inside a record.
@@ -456,8 +446,8 @@ impl Classifier {
 
     /// [`push_batch`](Classifier::push_batch) for a batch whose job ran: the record logic,
     /// in order. A batch prepared with other patterns (a reload came between) is pushed
-    /// line by line. Gives the lines back.
-    pub fn push_prepared_batch(&mut self, batch: PreparedBatch, out: &mut Vec<Event>) -> Vec<Line> {
+    /// line by line.
+    pub fn push_prepared_batch(&mut self, batch: PreparedBatch, out: &mut Vec<Event>) {
         let PreparedBatch {
             lines,
             pre,
@@ -473,7 +463,6 @@ impl Classifier {
                 }
             }
         }
-        lines
     }
 
     /// Whether each line's source joins records (a lookup per run of one source).
