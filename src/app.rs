@@ -380,8 +380,9 @@ pub async fn classify_stage(
         let mut out = Vec::new();
         let mut counts: Vec<LineCount> = Vec::new();
         let room = pool.as_ref().map_or(1, PreparePool::depth) > inflight.len();
+        // Not `biased`: under a steady load the first two branches may always be ready, and
+        // the tick (record timeouts, stats) and a reload must still get their turn.
         let open = tokio::select! {
-            biased;
             // The oldest batch's pattern work is done: its record logic, in order.
             done = oldest(&mut inflight) => {
                 settle(&mut classifier, done, &mut out, &mut counts);
