@@ -64,8 +64,9 @@ pub fn parse_timestamp(line: &[u8], custom: Option<&Regex>, default_year: i32) -
             .and_then(|c| from_captures(&c, default_year)),
         None => {
             // Most lines that have a timestamp start with an ISO one (after a `[` or a JSON
-            // key, at most): read by hand it costs a tenth of the regexes' captures, and
-            // gives the same fields (`iso_by_hand_is_the_iso_regex`).
+            // key, at most): read by hand, with the same fields as the regex
+            // (`iso_by_hand_is_the_iso_regex`). An old 200k-line backlog, parsed line by
+            // line in catch-up, went from 2,079M to 1,272M instructions (callgrind).
             let formats = builtin_formats();
             let rest = match iso_at_first_digit(head) {
                 Some(f) => match from_fields(&f, default_year) {
