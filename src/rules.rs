@@ -1335,6 +1335,25 @@ mod tests {
         ];
         assert_eq!(windows(&fresh), want);
         assert_eq!(windows(&shared), want);
+        // Both in one engine, alternating, with fewer kinds than the memo holds (so it is
+        // never started over): a kind met in a new string, then in the string the memo
+        // knows, and back.
+        let few = |evs: &[Event]| -> Vec<Event> {
+            evs.iter()
+                .filter(|e| !e.kind.starts_with("user") || e.kind.len() == 5)
+                .cloned()
+                .collect()
+        };
+        let mixed: Vec<Event> = few(&fresh)
+            .into_iter()
+            .zip(few(&shared))
+            .flat_map(|(a, b)| [a, b])
+            .collect();
+        let twice = vec![
+            ("crash-frequency".to_string(), 6, None),
+            ("error-rate".to_string(), 6, Some(18)),
+        ];
+        assert_eq!(windows(&mixed), twice);
     }
 
     #[test]
