@@ -124,6 +124,14 @@ struct TailFile {
     catch_up_end: u64,
 }
 
+impl TailFile {
+    /// Nothing new since the last read: the same size, times and offset (a truncation or a
+    /// rewrite in place changes the times, so it is not quiet either).
+    fn quiet(&self, md: &fs::Metadata) -> bool {
+        change_key(md) == self.last_seen && md.len() == self.pos
+    }
+}
+
 struct Source {
     name: Arc<str>,
     glob: String,
@@ -657,15 +665,25 @@ impl Source {
             let Some(f) = self.files.get_mut(&id) else {
                 continue;
             };
-            let st = self
-                .stats
-                .entry(f.stats_path.clone())
-                .or_insert_with(|| FileStats {
+            // Most files of a busy host are quiet on most ticks: an fstat that shows nothing
+            // new is all they cost (no read, no lookup of their counters by path).
+            let md = f.file.metadata();
+            let quiet = md.as_ref().is_ok_and(|md| f.quiet(md));
+            if quiet && f.draining_until.is_none() && self.read_failing.is_empty() {
+                continue;
+            }
+            if !self.stats.contains_key(&f.stats_path) {
+                let st = FileStats {
                     source: self.name.clone(),
                     path: f.stats_path.clone(),
                     ..FileStats::default()
-                });
-            let res = read_file(f, &self.name, st, now, out, budget, buf);
+                };
+                self.stats.insert(f.stats_path.clone(), st);
+            }
+            let Some(st) = self.stats.get_mut(&f.stats_path) else {
+                continue;
+            };
+            let res = md.and_then(|md| read_file(f, md, &self.name, st, now, out, budget, buf));
             if res.is_ok() && self.read_failing.remove(&f.stats_path) {
                 tracing::info!(source = %self.name, path = %f.path.display(), "file is readable again");
             }
@@ -699,9 +717,11 @@ impl Source {
             }
         }
         // A path whose newest file is still open stays "open" in the stats.
-        for f in self.files.values() {
-            if let Some(st) = self.stats.get_mut(&f.stats_path) {
-                st.open = true;
+        if closed > 0 {
+            for f in self.files.values() {
+                if let Some(st) = self.stats.get_mut(&f.stats_path) {
+                    st.open = true;
+                }
             }
         }
         (more, closed, errors)
@@ -724,8 +744,10 @@ impl Budget {
 }
 
 /// Reads one file up to its budget. Returns true when the budget ran out first.
+#[allow(clippy::too_many_arguments)]
 fn read_file(
     f: &mut TailFile,
+    md: fs::Metadata,
     name: &Arc<str>,
     st: &mut FileStats,
     now: Ts,
@@ -733,7 +755,6 @@ fn read_file(
     budget: &mut Budget,
     buf: &mut [u8],
 ) -> io::Result<bool> {
-    let md = f.file.metadata()?;
     let size = md.len();
     let seen = change_key(&md);
     // Truncated (shorter than what we read), or rewritten in place (head changed, e.g.
