@@ -519,21 +519,32 @@ fn settle(
 
 /// Lines per (source, labels) of one batch: one entry per source, not per line.
 fn count_lines(lines: &[Line], counts: &mut Vec<LineCount>) {
+    let of = |c: &LineCount, l: &Line| same_str(&c.source, &l.source) && c.labels == l.labels;
+    let mut last = usize::MAX;
     for l in lines {
-        match counts
-            .iter_mut()
-            .find(|c| same_str(&c.source, &l.source) && c.labels == l.labels)
-        {
-            Some(c) => {
+        // A batch holds runs of one file's lines: the entry of the line before is tried
+        // first. Searching all entries per line, with 100 files labelled by file, was ~5 %
+        // of the daemon's CPU writing them at 100 lines/s each (comparing label values).
+        let found = match counts.get(last) {
+            Some(c) if of(c, l) => Some(last),
+            _ => counts.iter().position(|c| of(c, l)),
+        };
+        match found {
+            Some(i) => {
+                let c = &mut counts[i];
                 c.n += 1;
                 c.at = c.at.max(l.at);
+                last = i;
             }
-            None => counts.push(LineCount {
-                source: l.source.clone(),
-                labels: l.labels.clone(),
-                n: 1,
-                at: l.at,
-            }),
+            None => {
+                last = counts.len();
+                counts.push(LineCount {
+                    source: l.source.clone(),
+                    labels: l.labels.clone(),
+                    n: 1,
+                    at: l.at,
+                });
+            }
         }
     }
 }
@@ -682,5 +693,53 @@ mod tests {
         ];
         guard.mark(&mut next, now);
         assert!(!next[0].backfill && next[1].backfill, "{next:#?}");
+    }
+
+    /// One entry per (source, labels), whatever the runs: runs of one file, lines of files
+    /// alternating, a source seen again after others, equal labels in separate allocations.
+    #[test]
+    fn lines_are_counted_per_source_and_labels() {
+        let line = |source: &str, worker: &str, at: u64| Line {
+            labels: Labels::from_pairs([("worker", worker)]),
+            at: Ts(at),
+            ..catch_up(source, 1, "x")
+        };
+        let spec = [
+            ("a", "w1"),
+            ("a", "w1"),
+            ("a", "w2"),
+            ("b", "w1"),
+            ("a", "w1"),
+            ("b", "w1"),
+            ("a", "w2"),
+            ("a", "w2"),
+            ("c", "w3"),
+            ("a", "w1"),
+        ];
+        let lines: Vec<Line> = spec
+            .iter()
+            .enumerate()
+            .map(|(i, (s, w))| line(s, w, i as u64))
+            .collect();
+        let mut counts = Vec::new();
+        count_lines(&lines, &mut counts);
+        let got: Vec<(String, String, u64, u64)> = counts
+            .iter()
+            .map(|c| {
+                let w = c.labels.get("worker").unwrap_or_default();
+                (c.source.to_string(), w.to_string(), c.n, c.at.0)
+            })
+            .collect();
+        let want = [
+            ("a", "w1", 4, 9),
+            ("a", "w2", 3, 7),
+            ("b", "w1", 2, 5),
+            ("c", "w3", 1, 8),
+        ];
+        let want: Vec<(String, String, u64, u64)> = want
+            .iter()
+            .map(|(s, w, n, at)| (s.to_string(), w.to_string(), *n, *at))
+            .collect();
+        assert_eq!(got, want);
     }
 }
