@@ -519,7 +519,7 @@ fn settle(
 
 /// Lines per (source, labels) of one batch: one entry per source, not per line.
 fn count_lines(lines: &[Line], counts: &mut Vec<LineCount>) {
-    let of = |c: &LineCount, l: &Line| same_str(&c.source, &l.source) && c.labels == l.labels;
+    let of = |c: &LineCount, l: &Line| same_str(&c.source, l.source()) && c.labels == *l.labels();
     let mut last = usize::MAX;
     for l in lines {
         // A batch holds runs of one file's lines: the entry of the line before is tried
@@ -539,8 +539,8 @@ fn count_lines(lines: &[Line], counts: &mut Vec<LineCount>) {
             None => {
                 last = counts.len();
                 counts.push(LineCount {
-                    source: l.source.clone(),
-                    labels: l.labels.clone(),
+                    source: l.source().clone(),
+                    labels: l.labels().clone(),
                     n: 1,
                     at: l.at,
                 });
@@ -598,11 +598,11 @@ impl BackfillGuard {
         for l in lines.iter_mut().filter(|l| l.catch_up) {
             if last
                 .as_ref()
-                .is_some_and(|(s, n)| same_str(s, &l.source) && *n == l.stream)
+                .is_some_and(|(s, n)| same_str(s, l.source()) && *n == l.stream())
             {
                 continue;
             }
-            let key = (l.source.clone(), l.stream);
+            let key = (l.source().clone(), l.stream());
             if !self.recent.contains(&key) {
                 match crate::replay::parse_timestamp(&l.bytes, self.ts_regex.as_ref(), self.year) {
                     Some(t) if t.plus(self.window) < now => {
@@ -638,18 +638,16 @@ fn utc_offset() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Labels;
+    use crate::event::{Labels, Origin};
 
     fn catch_up(source: &str, stream: u64, text: &str) -> Line {
         Line {
-            source: Arc::from(source),
-            stream,
-            labels: Labels::new(),
-            bytes: text.as_bytes().into(),
-            truncated: false,
-            at: Ts(0),
             catch_up: true,
-            backfill: false,
+            ..Line::new(
+                Origin::new(Arc::from(source), stream, Labels::new()),
+                text.as_bytes(),
+                Ts(0),
+            )
         }
     }
 
@@ -699,10 +697,9 @@ mod tests {
     /// alternating, a source seen again after others, equal labels in separate allocations.
     #[test]
     fn lines_are_counted_per_source_and_labels() {
-        let line = |source: &str, worker: &str, at: u64| Line {
-            labels: Labels::from_pairs([("worker", worker)]),
-            at: Ts(at),
-            ..catch_up(source, 1, "x")
+        let line = |source: &str, worker: &str, at: u64| {
+            let labels = Labels::from_pairs([("worker", worker)]);
+            Line::new(Origin::new(Arc::from(source), 1, labels), &b"x"[..], Ts(at))
         };
         let spec = [
             ("a", "w1"),

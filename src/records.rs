@@ -471,10 +471,10 @@ impl Classifier {
         lines
             .iter()
             .map(|l| match last {
-                Some((s, m)) if Arc::ptr_eq(s, &l.source) => m,
+                Some((s, m)) if Arc::ptr_eq(s, l.source()) => m,
                 _ => {
-                    let m = !self.single_line_sources.contains(&l.source);
-                    last = Some((&l.source, m));
+                    let m = !self.single_line_sources.contains(l.source());
+                    last = Some((l.source(), m));
                     m
                 }
             })
@@ -514,7 +514,7 @@ impl Classifier {
         // Only streams with an open record or held events are in `sources`: most lines find
         // the map empty and cost no hashing (a remove and an insert per line were ~6% of the
         // daemon's instructions on the bench corpus, callgrind).
-        let key = || (line.source.clone(), line.stream);
+        let key = || (line.source().clone(), line.stream());
         let mut state = if self.sources.is_empty() {
             SourceState::default()
         } else {
@@ -539,21 +539,21 @@ impl Classifier {
                 Continue::Taken => {
                     rec.last_at = line.at;
                     if rec.lines.len() >= self.records.max_lines {
-                        self.close_record(state, rec, &line.source, out);
+                        self.close_record(state, rec, line.source(), out);
                     } else {
                         state.open = Some(rec);
                     }
                     return;
                 }
                 Continue::Ended => {
-                    self.close_record(state, rec, &line.source, out);
+                    self.close_record(state, rec, line.source(), out);
                 }
             }
         }
 
         let multiline = match &pre {
             Some(p) => p.records,
-            None => !self.single_line_sources.contains(&line.source),
+            None => !self.single_line_sources.contains(line.source()),
         };
         if multiline {
             let start = match &pre {
@@ -575,7 +575,7 @@ impl Classifier {
                     prefix: line.bytes[..prefix_len].to_vec(),
                     started: line.at,
                     last_at: line.at,
-                    labels: line.labels.clone(),
+                    labels: line.labels().clone(),
                     backfill: line.backfill,
                     lines: vec![first],
                     message: 0,
@@ -595,8 +595,8 @@ impl Classifier {
                 let mut ev = self.event(
                     i,
                     line.at,
-                    &line.source,
-                    &line.labels,
+                    line.source(),
+                    line.labels(),
                     p.labels,
                     p.value,
                     message,
@@ -986,6 +986,7 @@ impl std::hash::Hasher for NameHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Origin;
 
     /// The start gate changes nothing: on every line of the labeled corpus, the demo log,
     /// the extra pattern lines and some near misses, the gated start equals the four regexes'.
@@ -1098,16 +1099,11 @@ mod tests {
     fn feed(c: &mut Classifier, text: &str, start: u64, step_ms: u64) -> Vec<Event> {
         let mut out = Vec::new();
         for (i, l) in text.lines().enumerate() {
-            let line = Line {
-                source: Arc::from("s"),
-                stream: 0,
-                labels: Labels::from_pairs([("worker", "w1")]),
-                bytes: l.as_bytes().into(),
-                truncated: false,
-                catch_up: false,
-                backfill: false,
-                at: Ts(start + i as u64 * step_ms),
-            };
+            let line = Line::new(
+                Origin::new(Arc::from("s"), 0, Labels::from_pairs([("worker", "w1")])),
+                l.as_bytes(),
+                Ts(start + i as u64 * step_ms),
+            );
             c.push(&line, &mut out);
         }
         c.finish(&mut out);
@@ -1234,16 +1230,11 @@ mod tests {
         let mut c = classifier();
         let mut out = Vec::new();
         for (i, l) in PY_TB.lines().enumerate() {
-            let line = Line {
-                source: Arc::from("s"),
-                stream: 0,
-                labels: Labels::new(),
-                bytes: l.as_bytes().into(),
-                truncated: false,
-                catch_up: false,
-                backfill: false,
-                at: Ts(i as u64),
-            };
+            let line = Line::new(
+                Origin::new(Arc::from("s"), 0, Labels::new()),
+                l.as_bytes(),
+                Ts(i as u64),
+            );
             c.push(&line, &mut out);
         }
         assert!(out.is_empty(), "the record may still continue");
@@ -1321,16 +1312,11 @@ mod tests {
             (1, "MemoryError"),
         ];
         for (i, (stream, text)) in lines.iter().enumerate() {
-            let line = Line {
-                source: Arc::from("s"),
-                stream: *stream,
-                labels: Labels::new(),
-                bytes: text.as_bytes().into(),
-                truncated: false,
-                catch_up: false,
-                backfill: false,
-                at: Ts(i as u64),
-            };
+            let line = Line::new(
+                Origin::new(Arc::from("s"), *stream, Labels::new()),
+                text.as_bytes(),
+                Ts(i as u64),
+            );
             c.push(&line, &mut out);
         }
         c.finish(&mut out);
@@ -1375,15 +1361,12 @@ mod tests {
         let lines: Vec<Line> = demo
             .lines()
             .enumerate()
-            .map(|(i, l)| Line {
-                source: Arc::from("s"),
-                stream: 0,
-                labels: Labels::new(),
-                bytes: l.as_bytes().into(),
-                truncated: false,
-                catch_up: false,
-                backfill: false,
-                at: Ts(1_000 + i as u64 * 7),
+            .map(|(i, l)| {
+                Line::new(
+                    Origin::new(Arc::from("s"), 0, Labels::new()),
+                    l.as_bytes(),
+                    Ts(1_000 + i as u64 * 7),
+                )
             })
             .collect();
         assert!(lines.len() >= PARALLEL_BATCH);

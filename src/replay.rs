@@ -19,7 +19,7 @@ use std::time::Duration;
 use regex::bytes::{Captures, Regex};
 
 use crate::config::Config;
-use crate::event::{days_from_civil, Event, Labels, Line, Ts};
+use crate::event::{days_from_civil, Event, Labels, Line, Origin, Ts};
 use crate::queues::SampleBatch;
 use crate::records::{Classifier, ClassifyStats};
 use crate::rules::{Alert, RuleEngine};
@@ -329,6 +329,11 @@ pub fn replay_with_queues(
             step,
         })
         .collect();
+    let origins: Vec<Arc<Origin>> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Origin::new(f.name.clone(), i as u64, Labels::new()))
+        .collect();
     let mut classifier = Classifier::new(
         config.patterns.clone(),
         config.records,
@@ -404,16 +409,10 @@ pub fn replay_with_queues(
         let (at, bytes, truncated) = heads[i].take().expect("selected head is some");
         let now = step_to!(at);
         let line = Line {
-            source: files[i].name.clone(),
-            stream: i as u64,
-            labels: Labels::new(),
-            bytes: bytes.into(),
             truncated,
-            at: now,
-            catch_up: false,
-            backfill: false,
+            ..Line::new(origins[i].clone(), bytes, now)
         };
-        engine.observe_lines(&line.source, &line.labels, now);
+        engine.observe_lines(line.source(), line.labels(), now);
         let unmatched_before = classifier.stats.unmatched;
         classifier.push(&line, &mut events);
         if classifier.stats.unmatched > unmatched_before && report.unmatched_sample.len() < 10 {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use logwarden::classify::PatternSet;
 use logwarden::config::RecordConfig;
-use logwarden::event::{Event, Labels, Line, Ts};
+use logwarden::event::{Event, Labels, Line, Origin, Ts};
 use logwarden::records::Classifier;
 
 use crate::common::fixture;
@@ -268,16 +268,11 @@ fn events(text: &str, step_ms: u64) -> Vec<Event> {
     let mut c = Classifier::new(Arc::new(default_pack()), RecordConfig::default(), 100);
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
-        let line = Line {
-            source: Arc::from("worker"),
-            stream: 0,
-            labels: Labels::new(),
-            bytes: l.as_bytes().into(),
-            truncated: false,
-            catch_up: false,
-            backfill: false,
-            at: Ts(1_000_000 + i as u64 * step_ms),
-        };
+        let line = Line::new(
+            Origin::new(Arc::from("worker"), 0, Labels::new()),
+            l.as_bytes(),
+            Ts(1_000_000 + i as u64 * step_ms),
+        );
         c.push(&line, &mut out);
     }
     c.finish(&mut out);

@@ -12,22 +12,17 @@ use std::sync::Arc;
 
 use logwarden::classify::{parse_pack, PatternSet};
 use logwarden::config::RecordConfig;
-use logwarden::event::{Labels, Line, Ts};
+use logwarden::event::{Labels, Line, Origin, Ts};
 use logwarden::records::{Classifier, OTHER_LABEL_VALUE};
 
 use crate::common::{bin, stderr, stdout};
 
 fn line(i: u64, text: String) -> Line {
-    Line {
-        source: Arc::from("s"),
-        stream: 0,
-        labels: Labels::new(),
-        bytes: text.into_bytes().into(),
-        truncated: false,
-        at: Ts(1_000_000 + i),
-        catch_up: false,
-        backfill: false,
-    }
+    Line::new(
+        Origin::new(Arc::from("s"), 0, Labels::new()),
+        text.into_bytes(),
+        Ts(1_000_000 + i),
+    )
 }
 
 /// 5,000 patterns, each its own literal and capture: the pack loads, every pattern can win,

@@ -634,8 +634,8 @@ fn globs_pick_up_many_files_and_labels_come_from_paths() {
         .map(|l| {
             (
                 String::from_utf8_lossy(&l.bytes).into_owned(),
-                l.labels.get("worker").unwrap().to_string(),
-                l.labels.get("file").unwrap().to_string(),
+                l.labels().get("worker").unwrap().to_string(),
+                l.labels().get("file").unwrap().to_string(),
             )
         })
         .collect();

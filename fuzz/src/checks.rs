@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use logwarden::classify::{parse_pack, PatternSet};
 use logwarden::config::{Config, RecordConfig};
-use logwarden::event::{Labels, Line, Ts};
+use logwarden::event::{Labels, Line, Origin, Ts};
 use logwarden::records::{Classifier, OTHER_LABEL_VALUE};
 use logwarden::replay::parse_timestamp;
 use logwarden::sources::LineSplitter;
@@ -279,14 +279,9 @@ fn split_lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn line_at(source: &str, stream: u64, bytes: &[u8], at: Ts) -> Line {
-    Line {
-        source: Arc::from(source),
-        stream,
-        labels: Labels::new(),
-        bytes: bytes.into(),
-        truncated: false,
+    Line::new(
+        Origin::new(Arc::from(source), stream, Labels::new()),
+        bytes,
         at,
-        catch_up: false,
-        backfill: false,
-    }
+    )
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{send_batches, LineSplitter, BATCH_LINES};
 use crate::clock::Clock;
 use crate::config::SourceConfig;
-use crate::event::{Labels, Line, LineBytes};
+use crate::event::{Line, LineBytes, Origin};
 
 /// Bytes read per `read` call.
 const CHUNK: usize = 256 * 1024;
@@ -29,8 +29,7 @@ pub async fn run<R: AsyncRead + Unpin>(
     cancel: CancellationToken,
     clock: Clock,
 ) -> std::io::Result<()> {
-    let name: Arc<str> = src.name.clone();
-    let labels: Labels = src.static_labels();
+    let origin = Origin::new(src.name.clone(), 0, src.static_labels());
     let mut splitter = LineSplitter::new(src.max_line_bytes);
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -45,9 +44,7 @@ pub async fn run<R: AsyncRead + Unpin>(
         let mut left = memchr::memchr_iter(b'\n', &buf[..n]).count() + 1;
         let mut batch = Vec::with_capacity(left.min(BATCH_LINES));
         let line = |chunk: &Arc<[u8]>, l: super::SplitLine<'_>| Line {
-            source: name.clone(),
-            stream: 0,
-            labels: labels.clone(),
+            origin: origin.clone(),
             bytes: LineBytes::within(chunk, l.bytes),
             truncated: l.truncated,
             catch_up: false,

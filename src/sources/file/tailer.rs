@@ -14,7 +14,7 @@ use memchr::{memchr, memrchr};
 
 use super::checkpoint::{read_full_at, Checkpoint, Fingerprint, FP_BYTES};
 use crate::config::{SourceConfig, SourceInput, StartAt, TailerConfig};
-use crate::event::{Labels, Line, LineBytes, Ts};
+use crate::event::{Labels, Line, LineBytes, Origin, Ts};
 use crate::sources::{LineSplitter, SplitLine};
 
 /// A file's identity while it is open: `(dev, inode)`. Holding the fd open keeps the inode
@@ -105,7 +105,8 @@ struct TailFile {
     stats_path: PathBuf,
     /// The directory of its resolved path, when a symlink points elsewhere.
     real_dir: Option<PathBuf>,
-    labels: Labels,
+    /// The source, this file's open sequence number and its labels: shared by its lines.
+    origin: Arc<Origin>,
     /// Next byte to read.
     pos: u64,
     /// Byte after the last complete line read: the checkpoint offset.
@@ -382,7 +383,7 @@ impl Tailer {
                             path: found,
                             stats_path: stats_path.clone(),
                             real_dir: None,
-                            labels,
+                            origin: Origin::new(src.name.clone(), recovered, labels),
                             pos: cp.offset,
                             line_start: cp.offset,
                             discard: false,
@@ -586,7 +587,7 @@ impl Source {
                 path: path.to_path_buf(),
                 stats_path: path.to_path_buf(),
                 real_dir,
-                labels,
+                origin: Origin::new(self.name.clone(), seq, labels),
                 pos: offset,
                 line_start: offset,
                 discard,
@@ -707,9 +708,9 @@ impl Source {
                 // End of a rotated-away file after the grace period: its last line may lack
                 // a newline; flush it.
                 let at = now;
-                let (name, labels, stream) = (&self.name, &f.labels, f.seq);
+                let origin = &f.origin;
                 f.splitter
-                    .finish(|l| emit(out, st, l, None, name, stream, labels, at, false));
+                    .finish(|l| emit(out, st, l, None, origin, at, false));
                 st.open = false;
                 tracing::debug!(source = %self.name, path = %f.path.display(), "closed drained file");
                 self.files.remove(&id);
@@ -763,7 +764,7 @@ fn read_file(
     let replaced_head = seen != f.last_seen && f.fp.len > 0 && !f.fp.matches(&f.file, size)?;
     if size < f.pos || replaced_head {
         st.truncations += 1;
-        let recovered = finish_from_copy(f, name, st, now, out, buf);
+        let recovered = finish_from_copy(f, st, now, out, buf);
         tracing::info!(source = %name, path = %f.path.display(), old_offset = f.pos, size,
             recovered_from_copy = ?recovered, "file truncated in place; reading it from the start");
         f.pos = 0;
@@ -808,7 +809,7 @@ fn read_file(
         // bytes after the last piece taken are read again on the next tick. (The splitter's
         // lines do not depend on how its input is cut.)
         let mut used = start;
-        let (labels, stream, catch_up) = (&f.labels, f.seq, base < f.catch_up_end);
+        let (origin, catch_up) = (&f.origin, base < f.catch_up_end);
         // Room for a full tick once data comes (an idle tick allocates nothing): a tick's
         // `Line`s grown by doubling were copied about once more.
         if out.capacity() == 0 {
@@ -820,17 +821,7 @@ fn read_file(
             // The piece's lines share one copy of it.
             let chunk: Arc<[u8]> = Arc::from(&buf[used..end]);
             f.splitter.push(&chunk, |l| {
-                emit(
-                    out,
-                    st,
-                    l,
-                    Some(&chunk),
-                    name,
-                    stream,
-                    labels,
-                    now,
-                    catch_up,
-                )
+                emit(out, st, l, Some(&chunk), origin, now, catch_up)
             });
             budget.lines = budget.lines.saturating_sub(out.len() - before);
             used = end;
@@ -859,24 +850,19 @@ fn read_file(
 }
 
 /// Counts one split line and appends it to `out`, as a range of `chunk` when it lies there.
-#[allow(clippy::too_many_arguments)]
 fn emit(
     out: &mut Vec<Line>,
     st: &mut FileStats,
     l: SplitLine<'_>,
     chunk: Option<&Arc<[u8]>>,
-    name: &Arc<str>,
-    stream: u64,
-    labels: &Labels,
+    origin: &Arc<Origin>,
     at: Ts,
     catch_up: bool,
 ) {
     st.lines += 1;
     st.truncated_lines += u64::from(l.truncated);
     out.push(Line {
-        source: name.clone(),
-        stream,
-        labels: labels.clone(),
+        origin: origin.clone(),
         bytes: match chunk {
             Some(c) => LineBytes::within(c, l.bytes),
             None => LineBytes::from(l.bytes),
@@ -894,7 +880,6 @@ fn emit(
 /// partial line continued in bytes the truncate destroyed. Returns the copy's path.
 fn finish_from_copy(
     f: &mut TailFile,
-    name: &Arc<str>,
     st: &mut FileStats,
     now: Ts,
     out: &mut Vec<Line>,
@@ -924,8 +909,7 @@ fn finish_from_copy(
     let copy = File::open(&path).ok()?;
     let size = copy.metadata().ok()?.len();
     let mut pos = f.pos;
-    let labels = &f.labels;
-    let stream = f.seq;
+    let origin = &f.origin;
     while pos < size {
         let want = buf.len().min((size - pos) as usize);
         let n = match copy.read_at(&mut buf[..want], pos) {
@@ -934,9 +918,8 @@ fn finish_from_copy(
         };
         pos += n as u64;
         st.bytes += n as u64;
-        f.splitter.push(&buf[..n], |l| {
-            emit(out, st, l, None, name, stream, labels, now, false)
-        });
+        f.splitter
+            .push(&buf[..n], |l| emit(out, st, l, None, origin, now, false));
     }
     Some(path)
 }
