@@ -469,8 +469,8 @@ pub async fn classify_stage(
 }
 
 /// Batches shorter than this are classified on the stage itself, line by line, when none is
-/// in flight. 100 files written at 100 lines/s each (`PARTS=a scripts/bench-memory`): ticks
-/// of a few hundred lines, each handed to a pattern thread and back, cost ~10 % more CPU.
+/// in flight. 100 files written at 100 lines/s each (`scripts/bench-steady`): ticks of a few
+/// hundred lines, each handed to a pattern thread and back, cost ~8 % more CPU.
 const INLINE_BATCH: usize = 1024;
 
 /// A batch in the [`PreparePool`].
@@ -523,8 +523,9 @@ fn count_lines(lines: &[Line], counts: &mut Vec<LineCount>) {
     let mut last = usize::MAX;
     for l in lines {
         // A batch holds runs of one file's lines: the entry of the line before is tried
-        // first. Searching all entries per line, with 100 files labelled by file, was ~5 %
-        // of the daemon's CPU writing them at 100 lines/s each (comparing label values).
+        // first. Searching all entries per line, with 100 files labelled by file, was
+        // ~2.6 % of the daemon's CPU writing them at 100 lines/s each (`perf`: comparing
+        // label values).
         let found = match counts.get(last) {
             Some(c) if of(c, l) => Some(last),
             _ => counts.iter().position(|c| of(c, l)),
