@@ -105,7 +105,8 @@ struct TailFile {
     stats_path: PathBuf,
     /// The directory of its resolved path, when a symlink points elsewhere.
     real_dir: Option<PathBuf>,
-    /// The source, this file's open sequence number and its labels: shared by its lines.
+    /// The source, this file's open sequence number (its `stream`: older files, such as a
+    /// rotated-away one, are read before newer ones) and its labels; shared by its lines.
     origin: Arc<Origin>,
     /// Next byte to read.
     pos: u64,
@@ -119,8 +120,6 @@ struct TailFile {
     last_seen: (u64, i64, i64),
     /// Set once the file left its path: read until then, then flush and close.
     draining_until: Option<Ts>,
-    /// Open order: older files (a rotated-away one) are read before newer ones.
-    seq: u64,
     /// Bytes before this offset were in the file when the daemon started: catch-up.
     catch_up_end: u64,
 }
@@ -391,7 +390,6 @@ impl Tailer {
                             fp: cp.fingerprint,
                             last_seen: change_key(&md),
                             draining_until: Some(now.plus(src.rotate_wait)),
-                            seq: recovered,
                             catch_up_end: md.len(),
                         };
                         recovered += 1;
@@ -595,7 +593,6 @@ impl Source {
                 fp,
                 last_seen: change_key(&md),
                 draining_until: None,
-                seq,
                 catch_up_end: if initial { size } else { 0 },
             },
         )))
@@ -655,7 +652,11 @@ impl Source {
         budget: &mut Budget,
         buf: &mut [u8],
     ) -> (bool, usize, u64) {
-        let mut order: Vec<(u64, FileId)> = self.files.iter().map(|(id, f)| (f.seq, *id)).collect();
+        let mut order: Vec<(u64, FileId)> = self
+            .files
+            .iter()
+            .map(|(id, f)| (f.origin.stream, *id))
+            .collect();
         order.sort_unstable();
         let (mut more, mut closed, mut errors) = (false, 0, 0);
         for (_, id) in order {
