@@ -12,7 +12,10 @@
 //!   (`tailer.poll_interval`, mandatory: NFS, missed events, `Rescan`, watch limits), runs one
 //!   tick inside `spawn_blocking`, sends the lines with `send().await` (backpressure, never a
 //!   drop) and writes checkpoints. A directory event (create, remove, rename, overflow) sets a
-//!   `rescan` flag so the next tick re-expands globs; a data event only reads open files.
+//!   `rescan` flag so the next tick re-expands globs; a data event only reads open files, and
+//!   its paths are remembered: the next tick ([`Tailer::poll_hinted`]) checks only the files
+//!   at those paths (every file when one is not a path a file is followed at, a symlink's
+//!   target say, or a budget left data unread). The poll tick checks every file.
 //! - [`checkpoint`] persists `{source, path, dev, inode, fingerprint, offset}` atomically.
 //!
 //! # Per-file state machine
@@ -129,7 +132,8 @@
 pub mod checkpoint;
 pub mod tailer;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -242,9 +246,15 @@ pub async fn run_resuming(
             next_poll = t + cfg.poll_interval;
         }
         let at = clock.now();
+        // The paths inotify reported written since the last tick (a full tick checks all).
+        let hint = dirs.hints.take();
+        let hint = hint.filter(|_| !full);
         let (c, lines, more) = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            let more = core.poll(at, full, &mut out);
+            let more = match &hint {
+                Some(h) => core.poll_hinted(at, h, &mut out),
+                None => core.poll(at, full, &mut out),
+            };
             (core, out, more)
         })
         .await
@@ -401,6 +411,42 @@ struct DirWatcher {
     errors: u64,
     /// A fallback episode is on (it was logged; its end will be).
     degraded: bool,
+    /// Paths written since the last tick, from data events.
+    hints: Hints,
+}
+
+/// The paths of the data events since the last tick, for [`Tailer::poll_hinted`]; past
+/// [`HINTS_CAP`] paths (or once a path is not valid), every file is checked instead.
+#[derive(Debug, Clone, Default)]
+struct Hints(Arc<Mutex<(HashSet<OsString>, bool)>>);
+
+/// Most paths remembered between two ticks.
+const HINTS_CAP: usize = 4096;
+
+impl Hints {
+    fn add(&self, paths: &[PathBuf]) {
+        if let Ok(mut h) = self.0.lock() {
+            let (set, all) = &mut *h;
+            for p in paths {
+                if set.len() >= HINTS_CAP {
+                    *all = true;
+                    set.clear();
+                }
+                if !*all {
+                    set.insert(p.as_os_str().to_os_string());
+                }
+            }
+        }
+    }
+
+    /// The paths gathered since the last call, or `None` when every file must be checked.
+    fn take(&self) -> Option<HashSet<OsString>> {
+        let mut h = self.0.lock().ok()?;
+        let (set, all) = &mut *h;
+        let all = std::mem::take(all);
+        let set = std::mem::take(set);
+        (!all).then_some(set)
+    }
 }
 
 impl DirWatcher {
@@ -414,12 +460,14 @@ impl DirWatcher {
             unwatched: 0,
             errors: 0,
             degraded: false,
+            hints: Hints::default(),
         }
     }
 
     fn start(&self) -> ::notify::Result<RecommendedWatcher> {
         let (wake, rescan) = (self.wake.clone(), self.rescan.clone());
         let deleted = self.deleted.clone();
+        let hints = self.hints.clone();
         let handler = move |res: ::notify::Result<::notify::Event>| {
             if let Ok(ev) = &res {
                 if ev.kind == EventKind::Remove(RemoveKind::Folder) {
@@ -441,8 +489,9 @@ impl DirWatcher {
                 }
                 Err(_) => false,
             };
-            if !data_only {
-                rescan.store(true, Ordering::SeqCst);
+            match &res {
+                Ok(ev) if data_only => hints.add(&ev.paths),
+                _ => rescan.store(true, Ordering::SeqCst),
             }
             wake.notify_one();
         };
