@@ -416,7 +416,7 @@ struct DirWatcher {
 }
 
 /// The paths of the data events since the last tick, for [`Tailer::poll_hinted`]; past
-/// [`HINTS_CAP`] paths (or once a path is not valid), every file is checked instead.
+/// [`HINTS_CAP`] paths (or with the lock poisoned), every file is checked instead.
 #[derive(Debug, Clone, Default)]
 struct Hints(Arc<Mutex<(HashSet<OsString>, bool)>>);
 
