@@ -428,11 +428,14 @@ impl Hints {
         if let Ok(mut h) = self.0.lock() {
             let (set, all) = &mut *h;
             for p in paths {
+                if *all || set.contains(p.as_os_str()) {
+                    continue;
+                }
                 if set.len() >= HINTS_CAP {
                     *all = true;
                     set.clear();
-                }
-                if !*all {
+                } else {
+                    // A file written again before the tick allocates nothing more.
                     set.insert(p.as_os_str().to_os_string());
                 }
             }
